@@ -1,0 +1,80 @@
+"""Connect to Ray: `RAY_ADDRESS` when set, otherwise an embedded local cluster on 127.0.0.1.
+
+The embedded cluster is started once per process and reused by every fit, so the second fit does not
+pay Ray's start-up again.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from trainflow.errors import ResourceError
+
+# Safe defaults before Ray is imported anywhere in this process: loopback only, no usage stats.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import ray  # noqa: E402
+
+
+def ensure_cluster(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Make sure this process is connected to Ray; start the embedded cluster if nothing is set.
+
+    `num_cpus`/`num_gpus` only apply when an embedded cluster is started (tests declare logical GPUs).
+    """
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=_worker_logs(), logging_level="WARNING")
+        else:
+            ray.init(
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=False,
+                log_to_driver=_worker_logs(),
+                logging_level="WARNING",
+                _node_ip_address="127.0.0.1",
+            )
+    except (ConnectionError, RuntimeError, TimeoutError) as exc:
+        where = f"RAY_ADDRESS={address!r}" if address else "the embedded local Ray"
+        raise ResourceError(
+            f"Cannot connect to Ray at {where}: {exc}. Check that the cluster is running and reachable "
+            "(`ray status`), or unset RAY_ADDRESS to use the embedded local cluster."
+        ) from exc
+
+
+def _worker_logs() -> bool:
+    """Ray workers' own output (Ray Train's chatter, user prints) is shown with TRAINFLOW_WORKER_LOGS=1.
+
+    Training progress and errors reach the caller through trainflow itself, so the default is quiet.
+    """
+    return os.environ.get("TRAINFLOW_WORKER_LOGS", "0").lower() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class NodeResources:
+    """What one alive Ray node offers: the facts placement decisions are made from."""
+
+    node_id: str
+    cpus: float
+    gpus: float
+
+
+def cluster_nodes() -> list[NodeResources]:
+    """Alive nodes with their total CPUs/GPUs (ignores head-only nodes with no CPU)."""
+    ensure_cluster()
+    nodes = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        res = node.get("Resources", {})
+        nodes.append(NodeResources(node["NodeID"], float(res.get("CPU", 0)), float(res.get("GPU", 0))))
+    return [n for n in nodes if n.cpus > 0 or n.gpus > 0]
+
+
+def shutdown() -> None:
+    """Disconnect (and stop the embedded cluster if this process started it)."""
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,1 @@
+"""Distributed trainers with Snowflake ML's API: xgboost, lightgbm, pytorch submodules."""

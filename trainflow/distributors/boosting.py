@@ -1,0 +1,387 @@
+"""The shared core of the distributed gradient-boosting estimators (XGBoost, LightGBM).
+
+The estimator validates in `fit`, asks the placement policy for workers, splits the data by reference
+(one shard per worker, read by the worker itself), runs Ray Train, and translates failures into
+trainflow errors. A framework adapter supplies only what differs: how a worker trains and how a
+booster is loaded and used for prediction.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.types as pat
+
+from trainflow.data.connector import DataConnector
+from trainflow.distributors.placement import Placement, ScalingRequest, decide_placement
+from trainflow.distributors.progress import ProgressChannel
+from trainflow.errors import ConfigError, DataError, NotFittedError, TrainflowError, TrainingError
+
+MODEL_FILE = "model.bin"
+HISTORY_FILE = "eval_history.json"
+
+
+@dataclass
+class WorkerJob:
+    """Everything one worker needs, shipped once to every worker (shards are descriptions, not rows)."""
+
+    adapter: BoostingAdapter
+    train_shards: list[DataConnector]
+    eval_shards: list[DataConnector] | None
+    input_cols: list[str]
+    label_col: str
+    params: dict[str, Any]
+    num_rounds: int
+    cpus: int
+    verbose_eval: int | None = None
+    progress: ProgressChannel | None = None
+    callbacks: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class WorkerResult:
+    model: bytes
+    history: dict[str, dict[str, list[float]]]
+    best_iteration: int | None = None
+
+
+class BoostingAdapter:
+    """What a framework must provide to the shared core."""
+
+    name: str = ""
+    model_suffix: str = ""
+
+    def trainer_cls(self):
+        raise NotImplementedError
+
+    def worker_params(self, params: dict[str, Any], placement: Placement) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def train(self, job: WorkerJob, rank: int, world_size: int) -> WorkerResult:
+        raise NotImplementedError
+
+    def load(self, raw: bytes) -> Any:
+        raise NotImplementedError
+
+    def predict(self, booster: Any, features: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------- worker side
+def read_shard(connector: DataConnector, input_cols: Sequence[str], label_col: str | None,
+               where: str) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The worker's shard as float32 (features, label) chunks; labels checked for null/NaN here."""
+    columns = list(input_cols) + ([label_col] if label_col else [])
+    chunks = []
+    for batch in connector.iter_batches(columns):
+        if batch.num_rows == 0:
+            continue
+        features = np.empty((batch.num_rows, len(input_cols)), dtype=np.float32)
+        for j, name in enumerate(input_cols):
+            features[:, j] = _column_to_numpy(batch.column(j), name)
+        label = None
+        if label_col:
+            col = batch.column(len(input_cols))
+            label = _column_to_numpy(col, label_col)
+            bad = int(np.isnan(label).sum())  # nulls arrive as NaN
+            if bad:
+                raise DataError(
+                    f"Label column {label_col!r} in {where} has {bad} null/NaN value(s). "
+                    "Drop or fill those rows (e.g. filter `WHERE "
+                    f"{label_col} IS NOT NULL`) before training."
+                )
+        chunks.append((features, label))
+    return chunks
+
+
+def _column_to_numpy(col: pa.Array, name: str) -> np.ndarray:
+    if pat.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if not (pat.is_integer(col.type) or pat.is_floating(col.type) or pat.is_boolean(col.type)):
+        raise DataError(_non_numeric_message(name, col.type))
+    if col.null_count:
+        col = col.cast(pa.float64())  # nulls become NaN: missing values for the booster
+    return col.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+
+
+def _non_numeric_message(name: str, type_: pa.DataType) -> str:
+    return (
+        f"Feature column {name!r} has type {type_}, which is not numeric. Encode it as numbers "
+        f"(e.g. CAST({name} AS DOUBLE) in SQL, or a category code) or leave it out of input_cols."
+    )
+
+
+def _worker_loop(job: WorkerJob) -> None:
+    """Ray Train's train_loop_per_worker: train this rank, report the model from rank 0 at the end."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    result = job.adapter.train(job, rank, world)
+    metrics = {f"{data}-{name}": values[-1] for data, m in result.history.items() for name, values in m.items()}
+    if rank == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, MODEL_FILE), "wb") as fh:
+                fh.write(result.model)
+            with open(os.path.join(tmp, HISTORY_FILE), "w") as fh:
+                json.dump({"history": result.history, "best_iteration": result.best_iteration}, fh)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    else:
+        ray.train.report(metrics, checkpoint=None)  # report is a barrier: every rank calls it once
+
+
+# ------------------------------------------------------------------------------- driver side
+def _storage_root() -> str:
+    """Where Ray Train puts the final checkpoint; must be shared storage on a multi-node cluster."""
+    return os.environ.get("TRAINFLOW_STORAGE") or os.path.join(tempfile.gettempdir(), "trainflow-runs")
+
+
+def run_workers(loop: Callable[[Any], None], config: Any, placement: Placement, trainer_cls, name: str):
+    """Run `loop(config)` on `placement` with Ray Train; return the Result, worker errors translated."""
+    from ray.train import RunConfig
+    from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
+
+    run_name = f"{name}-{uuid.uuid4().hex[:8]}"
+    trainer = trainer_cls(
+        loop,
+        train_loop_config=config,
+        scaling_config=placement.ray_scaling_config(),
+        run_config=RunConfig(name=run_name, storage_path=_storage_root()),
+    )
+    try:
+        return trainer.fit(), os.path.join(_storage_root(), run_name)
+    except WorkerGroupError as exc:
+        raise _translate_worker_failure(exc.worker_failures) from None
+    except ControllerError as exc:
+        raise TrainingError(f"Ray Train's controller failed: {exc.controller_failure}") from exc
+
+
+def _translate_worker_failure(failures: dict[int, BaseException]) -> TrainflowError:
+    for rank in sorted(failures):
+        err = failures[rank]
+        cause = getattr(err, "cause", None) or err
+        if isinstance(cause, TrainflowError):
+            return type(cause)(str(cause))
+    rank = min(failures)
+    first = str(failures[rank]).strip().splitlines()
+    summary = first[-1] if first else repr(failures[rank])
+    return TrainingError(f"Training failed on worker rank {rank}: {summary}")
+
+
+class DistributedBoostingEstimator:
+    """Base of XGBEstimator / LightGBMEstimator; constructors only store arguments (sklearn style)."""
+
+    _adapter: BoostingAdapter
+    _default_objective: str
+
+    def __init__(self, n_estimators: int = 100, objective: str | None = None,
+                 params: dict[str, Any] | None = None, scaling_config: ScalingRequest | None = None,
+                 callbacks: list[Any] | None = None):
+        self.n_estimators = n_estimators
+        self.objective = objective if objective is not None else self._default_objective
+        self.params = params
+        self.scaling_config = scaling_config
+        self.callbacks = callbacks
+
+    # -------------------------------------------------------------------- planning
+    def _training_params(self) -> tuple[dict[str, Any], int]:
+        params = dict(self.params or {})
+        rounds = params.pop("n_estimators", params.pop("num_boost_round", self.n_estimators))
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+            raise ConfigError(f"n_estimators={rounds!r} is invalid: use an integer >= 1.")
+        params.setdefault("objective", self.objective)
+        return params, rounds
+
+    def plan(self) -> tuple[Placement, dict[str, Any], int]:
+        """Decide placement and the per-worker params without training (used by fit and by tests)."""
+        from trainflow.cluster import cluster_nodes
+
+        request = self.scaling_config or ScalingRequest()
+        placement = decide_placement(_as_request(request), cluster_nodes())
+        params, rounds = self._training_params()
+        return placement, self._adapter.worker_params(params, placement), rounds
+
+    # -------------------------------------------------------------------- fit
+    def fit(self, dataset: Any, input_cols: Sequence[str], label_col: str, eval_set: Any = None,
+            verbose_eval: int | bool | None = None, *,
+            progress: Callable[[str], None] | ProgressChannel | None = None):
+        """Train on every row of `dataset` across the cluster; returns the native booster.
+
+        `progress` receives the `verbose_eval` lines (default: print); pass a ProgressChannel to have
+        another process (a Prefect flow) drain them.
+        """
+        from trainflow.cluster import ensure_cluster
+
+        input_cols, label_col = _check_columns_args(input_cols, label_col)
+        period = _check_verbose(verbose_eval)
+        ensure_cluster()
+        train = _as_connector(dataset, "dataset")
+        evaluation = _as_connector(eval_set, "eval_set") if eval_set is not None else None
+        for conn, what in ((train, "training data"), (evaluation, "eval_set")):
+            if conn is not None:
+                check_training_schema(conn, input_cols, label_col, what)
+        placement, params, rounds = self.plan()
+
+        job = WorkerJob(
+            adapter=self._adapter,
+            train_shards=train.split(placement.num_workers),
+            eval_shards=evaluation.split(placement.num_workers) if evaluation is not None else None,
+            input_cols=input_cols, label_col=label_col, params=params, num_rounds=rounds,
+            cpus=placement.cpus_per_worker, verbose_eval=period, callbacks=list(self.callbacks or []),
+        )
+        drain = own_channel = None
+        if period:
+            if isinstance(progress, ProgressChannel):
+                job.progress = progress
+            else:
+                job.progress = own_channel = ProgressChannel()
+                drain = own_channel.drain_to(progress or (lambda line: print(line, flush=True)))
+        try:
+            result, run_dir = run_workers(_worker_loop, job, placement, self._adapter.trainer_cls(),
+                                          self._adapter.name)
+        finally:
+            if drain is not None:
+                drain.stop()
+                own_channel.close()
+        self._load_result(result, run_dir)
+        self.placement_ = placement
+        self.input_cols_ = input_cols
+        return self.booster_
+
+    def _load_result(self, result, run_dir: str) -> None:
+        if result.checkpoint is None:
+            raise TrainingError("Training finished without a model checkpoint from rank 0.")
+        with result.checkpoint.as_directory() as folder:
+            with open(os.path.join(folder, MODEL_FILE), "rb") as fh:
+                raw = fh.read()
+            with open(os.path.join(folder, HISTORY_FILE)) as fh:
+                meta = json.load(fh)
+        self.booster_ = self._adapter.load(raw)
+        self.eval_results_ = meta["history"]
+        self.best_iteration_ = meta["best_iteration"]
+        if os.path.isdir(run_dir):  # the checkpoint only carried the model here; don't let runs pile up
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    # -------------------------------------------------------------------- fitted state
+    def _fitted(self) -> None:
+        if not hasattr(self, "booster_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} is not fitted yet: call fit(dataset, input_cols, label_col) first."
+            )
+
+    def get_booster(self):
+        """The trained native booster (the same object `fit` returned)."""
+        self._fitted()
+        return self.booster_
+
+    def get_eval_results(self) -> dict[str, dict[str, list[float]]]:
+        """`{"train": {metric: [per round]}, "eval": {...}}` as recorded during fit."""
+        self._fitted()
+        return self.eval_results_
+
+    def predict(self, dataset: Any) -> np.ndarray:
+        """One prediction per row of `dataset`, in row order (shards predicted in parallel on Ray)."""
+        self._fitted()
+        return predict_connector(self._adapter, self.booster_, _as_connector(dataset, "dataset"),
+                                 self.input_cols_)
+
+
+def predict_connector(adapter: BoostingAdapter, booster: Any, connector: DataConnector,
+                      input_cols: list[str]) -> np.ndarray:
+    """Batch prediction as Ray tasks over contiguous shards; results concatenated in row order."""
+    import ray
+
+    from trainflow.cluster import ensure_cluster
+
+    ensure_cluster()
+    check_training_schema(connector, input_cols, None, "prediction data")
+    rows = connector.count_rows()
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    parts = max(1, min(cpus, rows // 100_000 + 1))
+    model_ref = ray.put(booster)
+    task = _predict_task()
+    futures = [task.remote(adapter, model_ref, shard, input_cols) for shard in connector.split(parts)]
+    out = ray.get(futures)
+    return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
+
+
+_PREDICT_TASK = None
+
+
+def _predict_task():
+    global _PREDICT_TASK
+    if _PREDICT_TASK is None:
+        import ray
+
+        @ray.remote(num_cpus=1)
+        def predict_shard(adapter, booster, shard, input_cols):
+            chunks = read_shard(shard, input_cols, None, shard.describe())
+            preds = [adapter.predict(booster, features) for features, _ in chunks]
+            return np.concatenate(preds) if preds else np.empty(0, dtype=np.float32)
+
+        _PREDICT_TASK = predict_shard
+    return _PREDICT_TASK
+
+
+# ------------------------------------------------------------------------------- checks
+def check_training_schema(conn: DataConnector, input_cols: list[str], label_col: str | None, what: str) -> None:
+    """Columns present and numeric, data not empty: checked from metadata before any worker starts."""
+    schema = conn.schema
+    needed = list(input_cols) + ([label_col] if label_col else [])
+    missing = [c for c in needed if c not in schema.names]
+    if missing:
+        raise DataError(
+            f"Column(s) {missing} not found in the {what} ({conn.describe()}). Available columns: "
+            f"{schema.names}. Fix input_cols/label_col or the query."
+        )
+    for name in needed:
+        type_ = schema.field(name).type
+        if pat.is_dictionary(type_):
+            type_ = type_.value_type
+        if not (pat.is_integer(type_) or pat.is_floating(type_) or pat.is_boolean(type_) or pat.is_null(type_)):
+            if name == label_col:
+                raise DataError(f"Label column {name!r} has type {type_}; it must be numeric.")
+            raise DataError(_non_numeric_message(name, type_))
+    if label_col is not None and conn.count_rows() == 0:
+        raise DataError(f"The {what} ({conn.describe()}) has no rows; there is nothing to train on.")
+
+
+def _check_columns_args(input_cols: Sequence[str], label_col: str) -> tuple[list[str], str]:
+    if isinstance(input_cols, str) or not input_cols or not all(isinstance(c, str) for c in input_cols):
+        raise ConfigError(f"input_cols={input_cols!r} is invalid: pass a non-empty list of column names.")
+    if len(set(input_cols)) != len(input_cols):
+        raise ConfigError(f"input_cols={list(input_cols)!r} lists a column twice.")
+    if not isinstance(label_col, str) or not label_col:
+        raise ConfigError(f"label_col={label_col!r} is invalid: pass the name of the label column.")
+    if label_col in input_cols:
+        raise ConfigError(f"label_col {label_col!r} is also in input_cols; a model cannot use its label as a feature.")
+    return list(input_cols), label_col
+
+
+def _check_verbose(verbose_eval: int | bool | None) -> int | None:
+    if verbose_eval is None or verbose_eval is False:
+        return None
+    if verbose_eval is True:
+        return 1
+    if not isinstance(verbose_eval, int) or verbose_eval < 1:
+        raise ConfigError(f"verbose_eval={verbose_eval!r} is invalid: use None, True or an integer >= 1.")
+    return verbose_eval
+
+
+def _as_connector(data: Any, what: str) -> DataConnector:
+    try:
+        return DataConnector.from_dataframe(data)
+    except DataError as exc:
+        raise DataError(f"{what}: {exc}") from None
+
+
+def _as_request(config: Any) -> ScalingRequest:
+    return ScalingRequest(config.num_workers, config.num_cpu_per_worker, config.use_gpu)

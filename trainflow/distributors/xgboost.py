@@ -1,0 +1,126 @@
+"""XGBEstimator: distributed XGBoost on Ray Train, Snowflake ML's API."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from trainflow.distributors.boosting import (
+    BoostingAdapter,
+    DistributedBoostingEstimator,
+    WorkerJob,
+    WorkerResult,
+    read_shard,
+)
+from trainflow.distributors.placement import Placement, ScalingRequest
+from trainflow.distributors.progress import format_metrics
+
+
+@dataclass(frozen=True)
+class XGBScalingConfig(ScalingRequest):
+    """num_workers=-1: one per node (one per GPU with GPUs); num_cpu_per_worker=-1: the node's CPUs;
+    use_gpu=None: GPUs when the cluster has them."""
+
+
+class _ChunkIter(xgb.DataIter):
+    """Feeds pre-read float32 chunks to QuantileDMatrix without concatenating them."""
+
+    def __init__(self, chunks, feature_names: list[str]):
+        super().__init__(release_data=True)
+        self._chunks, self._names, self._i = chunks, feature_names, 0
+
+    def next(self, input_data) -> bool:
+        if self._i == len(self._chunks):
+            return False
+        features, label = self._chunks[self._i]
+        input_data(data=features, label=label, feature_names=self._names)
+        self._i += 1
+        return True
+
+    def reset(self) -> None:
+        self._i = 0
+
+
+class _Progress(xgb.callback.TrainingCallback):
+    def __init__(self, job: WorkerJob):
+        self.job = job
+
+    def after_iteration(self, model, epoch: int, evals_log) -> bool:
+        done = epoch + 1
+        if done % self.job.verbose_eval == 0 or done == 1 or done == self.job.num_rounds:
+            latest = {d: {m: v[-1] for m, v in ms.items()} for d, ms in evals_log.items()}
+            self.job.progress.put(format_metrics(done, latest))
+        return False
+
+
+class _XGBAdapter(BoostingAdapter):
+    name = "xgboost"
+
+    def trainer_cls(self):
+        from ray.train.xgboost import XGBoostTrainer
+
+        return XGBoostTrainer
+
+    def worker_params(self, params: dict[str, Any], placement: Placement) -> dict[str, Any]:
+        params = dict(params)
+        params.setdefault("tree_method", "hist")
+        params["nthread"] = placement.cpus_per_worker
+        if placement.use_gpu:
+            params["device"] = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES: each worker sees only its GPU
+        return params
+
+    def train(self, job: WorkerJob, rank: int, world_size: int) -> WorkerResult:
+        params = dict(job.params)
+        early_stopping = params.pop("early_stopping_rounds", None)
+        dtrain = xgb.QuantileDMatrix(
+            _ChunkIter(read_shard(job.train_shards[rank], job.input_cols, job.label_col, "the training data"),
+                       job.input_cols),
+            nthread=job.cpus,
+        )
+        evals = [(dtrain, "train")]
+        if job.eval_shards is not None:
+            chunks = read_shard(job.eval_shards[rank], job.input_cols, job.label_col, "the eval_set")
+            deval = xgb.QuantileDMatrix(_ChunkIter(chunks, job.input_cols), ref=dtrain, nthread=job.cpus)
+            evals.append((deval, "eval"))
+        callbacks = []
+        if job.progress is not None and rank == 0:
+            callbacks.append(_Progress(job))
+        if rank == 0:
+            callbacks.extend(job.callbacks)
+        history: dict = {}
+        booster = xgb.train(
+            params, dtrain, num_boost_round=job.num_rounds, evals=evals, evals_result=history,
+            verbose_eval=False, callbacks=callbacks,
+            early_stopping_rounds=early_stopping if job.eval_shards is not None else None,
+        )
+        best = getattr(booster, "best_iteration", None) if early_stopping else None
+        return WorkerResult(bytes(booster.save_raw("ubj")), history, best)
+
+    def load(self, raw: bytes) -> xgb.Booster:
+        booster = xgb.Booster()
+        booster.load_model(bytearray(raw))
+        return booster
+
+    def predict(self, booster: xgb.Booster, features: np.ndarray) -> np.ndarray:
+        booster.set_param({"nthread": 1})
+        return booster.inplace_predict(features)
+
+
+class XGBEstimator(DistributedBoostingEstimator):
+    """Distributed XGBoost. `params` keys win over `n_estimators`/`objective`."""
+
+    _adapter = _XGBAdapter()
+    _default_objective = "reg:squarederror"
+
+    def __init__(self, n_estimators: int = 100, objective: str = "reg:squarederror",
+                 params: dict[str, Any] | None = None, scaling_config: XGBScalingConfig | None = None,
+                 callbacks: list[Any] | None = None):
+        super().__init__(n_estimators, objective, params, scaling_config, callbacks)
+
+    def fit(self, dataset, input_cols, label_col, eval_set=None, verbose_eval=None, **kwargs) -> xgb.Booster:
+        return super().fit(dataset, input_cols, label_col, eval_set, verbose_eval, **kwargs)
+
+
+__all__ = ["XGBEstimator", "XGBScalingConfig"]

@@ -1,0 +1,46 @@
+"""trainflow's own exceptions: a shallow tree grouped by cause.
+
+Third-party errors (Ray, pandera, DuckDB, pyarrow, MLflow) are translated at the boundary into one of
+these, so a user sees what went wrong and how to fix it before any foreign stack trace.
+"""
+from __future__ import annotations
+
+
+class TrainflowError(Exception):
+    """Base of every error trainflow raises on purpose."""
+
+
+class DataError(TrainflowError):
+    """The data cannot be used: missing table/file/column, wrong type, empty, bad labels."""
+
+
+class DataSourceNotFound(DataError):
+    """A table, file, folder or database that the job names does not exist."""
+
+
+class SchemaValidationError(DataError):
+    """Rows or columns break the job's schema checks; `report` holds the failure cases."""
+
+    def __init__(self, message: str, report: list[dict] | None = None):
+        super().__init__(message)
+        self.report = report or []
+
+
+class ResourceError(TrainflowError):
+    """The cluster cannot provide what the job asks for (workers, CPUs, GPUs) or cannot be reached."""
+
+
+class ConfigError(TrainflowError):
+    """An argument or spec value is invalid; the message names the field and what is accepted."""
+
+
+class NotFittedError(TrainflowError, AttributeError):
+    """A fitted-state accessor was called before `fit`."""
+
+
+class TrainingError(TrainflowError):
+    """Training started but failed inside the workers."""
+
+
+class RegistryError(TrainflowError):
+    """Logging or registering the model failed; no version was left with an alias."""
