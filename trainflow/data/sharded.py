@@ -1,0 +1,43 @@
+"""ShardedDataConnector: data pre-split into one shard per training worker."""
+from __future__ import annotations
+
+from typing import Any
+
+from trainflow.data.connector import DataConnector
+
+
+class ShardedDataConnector:
+    """Holds the whole data; `get_shard()` inside a training function returns this rank's part.
+
+    Shards are disjoint and cover every row; with `equal=True` each has the same row count (the
+    remainder rows are dropped, as every worker must take the same number of steps).
+    """
+
+    def __init__(self, connector: DataConnector, equal: bool = False):
+        self._connector = connector
+        self._equal = equal
+
+    @classmethod
+    def from_dataframe(cls, df: Any, equal: bool = False) -> ShardedDataConnector:
+        return cls(DataConnector.from_dataframe(df), equal=equal)
+
+    @classmethod
+    def from_connector(cls, connector: DataConnector, equal: bool = False) -> ShardedDataConnector:
+        return cls(connector, equal=equal)
+
+    @property
+    def connector(self) -> DataConnector:
+        return self._connector
+
+    def shards(self, world_size: int) -> list[DataConnector]:
+        return self._connector.split(world_size, equal=self._equal)
+
+    def get_shard(self) -> DataConnector:
+        """This worker's shard (call inside a distributed training function)."""
+        from trainflow.distributors.context import current_rank_and_world
+
+        rank, world = current_rank_and_world()
+        return self.shards(world)[rank]
+
+    def __repr__(self) -> str:
+        return f"ShardedDataConnector({self._connector.describe()}, equal={self._equal})"
