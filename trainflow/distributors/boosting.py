@@ -26,6 +26,7 @@ from trainflow.distributors.progress import ProgressChannel
 from trainflow.errors import ConfigError, DataError, NotFittedError, TrainflowError, TrainingError
 
 MODEL_FILE = "model.bin"
+PREDICT_ROWS_PER_TASK = 100_000
 HISTORY_FILE = "eval_history.json"
 
 
@@ -305,7 +306,7 @@ def predict_connector(adapter: BoostingAdapter, booster: Any, connector: DataCon
     check_training_schema(connector, input_cols, None, "prediction data")
     rows = connector.count_rows()
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    parts = max(1, min(cpus, rows // 100_000 + 1))
+    parts = max(1, min(cpus * 4, -(-rows // PREDICT_ROWS_PER_TASK)))
     model_ref = ray.put(booster)
     task = _predict_task()
     futures = [task.remote(adapter, model_ref, shard, input_cols) for shard in connector.split(parts)]

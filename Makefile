@@ -1,0 +1,39 @@
+# The two commands a new user needs: `make demo` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.trainflow-installed
+
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export RAY_USAGE_STATS_ENABLED := 0
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: install test demo warehouse bench soak clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[test]' 2>&1 | { grep -v "is ignored" || true; }
+	$(BIN)/python -c "import trainflow, ray, xgboost, prefect, mlflow"
+	@touch $(STAMP)
+
+warehouse: install
+	$(BIN)/python -m trainflow.data.demo --if-missing
+
+demo: warehouse
+	$(BIN)/python -m trainflow.demo
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/run.py
+
+soak: install
+	$(BIN)/python -m pytest -m soak
+
+clean:
+	rm -rf $(VENV) data .trainflow mlflow.db mlartifacts

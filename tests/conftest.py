@@ -1,0 +1,43 @@
+"""Shared fixtures: one real local Ray cluster (2 CPUs, loopback) for the whole session."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    from trainflow.cluster import ensure_cluster
+
+    os.environ.pop("RAY_ADDRESS", None)
+    ensure_cluster(num_cpus=2)
+    yield ray
+    # left running for the session; ray's atexit hook stops what this process started
+
+
+@pytest.fixture(scope="session")
+def warehouse(tmp_path_factory):
+    """The demo warehouse (smaller tables) in a tmp dir."""
+    from trainflow.data.demo import build_warehouse
+
+    return build_warehouse(tmp_path_factory.mktemp("wh") / "warehouse.duckdb", train_rows=4000, eval_rows=1000)
+
+
+def regression_frame(rows: int, seed: int = 0, features: int = 4) -> pd.DataFrame:
+    """y depends non-linearly on every feature, so a model that missed rows or columns shows it."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, size=(rows, features))
+    y = np.sin(x[:, 0]) * 2 + x[:, 1] ** 2 + 0.5 * x[:, 2] * (x[:, 3] if features > 3 else 1)
+    y = y + rng.normal(0, 0.1, rows)
+    df = pd.DataFrame(x, columns=[f"f{i}" for i in range(features)])
+    df["y"] = y
+    return df

@@ -1,0 +1,240 @@
+"""XGBEstimator on a real local Ray cluster (2 CPUs)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+
+from tests.conftest import regression_frame
+from trainflow.data import DataConnector, connect
+from trainflow.distributors import boosting
+from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
+from trainflow.errors import ConfigError, DataError, DataSourceNotFound, NotFittedError, ResourceError
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+PARAMS = {"objective": "reg:squarederror", "max_depth": 5, "learning_rate": 0.2}
+
+
+def _rmse(a, b) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def sorted_train():
+    # sorted by f0: worker 0 sees only low f0, worker 1 only high f0; a fit that kept one worker's
+    # rows would fail badly on the other half
+    return regression_frame(6000, seed=1).sort_values("f0", ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def holdout():
+    return regression_frame(2000, seed=2)
+
+
+@pytest.fixture(scope="module")
+def two_worker_fit(ray_cluster, sorted_train, holdout):
+    est = XGBEstimator(n_estimators=40, params=PARAMS, scaling_config=XGBScalingConfig(num_workers=2))
+    lines: list[str] = []
+    booster = est.fit(DataConnector.from_dataframe(sorted_train), FEATURES, "y",
+                      eval_set=DataConnector.from_dataframe(holdout), verbose_eval=10, progress=lines.append)
+    return est, booster, lines
+
+
+def test_two_workers_match_single_process_quality(two_worker_fit, sorted_train, holdout):
+    est, booster, _ = two_worker_fit
+    assert est.placement_.num_workers == 2 and est.placement_.cpus_per_worker == 1
+    assert isinstance(booster, xgb.Booster) and booster.num_boosted_rounds() == 40
+    plain = xgb.train(PARAMS, xgb.DMatrix(sorted_train[FEATURES], label=sorted_train["y"]), 40)
+    plain_rmse = _rmse(plain.predict(xgb.DMatrix(holdout[FEATURES])), holdout["y"])
+    dist_rmse = _rmse(est.predict(holdout), holdout["y"])
+    assert dist_rmse <= plain_rmse * 1.05, (dist_rmse, plain_rmse)
+
+
+def test_eval_results_and_progress(two_worker_fit, holdout):
+    est, booster, lines = two_worker_fit
+    results = est.get_eval_results()
+    assert set(results) == {"train", "eval"}
+    assert len(results["eval"]["rmse"]) == 40 and len(results["train"]["rmse"]) == 40
+    assert results["eval"]["rmse"][-1] < results["eval"]["rmse"][0]
+    rounds = [int(line.split("]")[0].lstrip("[")) for line in lines]
+    assert rounds == [1, 10, 20, 30, 40]
+    assert "train-rmse" in lines[-1] and "eval-rmse" in lines[-1]
+    assert f"{results['eval']['rmse'][-1]:.6g}" in lines[-1]
+
+
+def test_predict_keeps_row_order_across_shards(two_worker_fit, holdout, monkeypatch):
+    est, booster, _ = two_worker_fit
+    monkeypatch.setattr(boosting, "PREDICT_ROWS_PER_TASK", 300)  # several tasks even on small data
+    shuffled = holdout.sample(frac=1.0, random_state=5).reset_index(drop=True)
+    got = est.predict(DataConnector.from_dataframe(shuffled))
+    want = booster.predict(xgb.DMatrix(shuffled[FEATURES]))
+    assert got.shape == (len(shuffled),)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_default_scaling_is_one_worker_with_every_cpu(ray_cluster, warehouse):
+    session = connect(str(warehouse))
+    est = XGBEstimator(params={"objective": "reg:squarederror", "max_depth": 3}, n_estimators=5)
+    booster = est.fit(DataConnector.from_dataframe(session.table("TRAINING_DATA")),
+                      ["age", "income", "credit_score"], "default_risk")
+    assert (est.placement_.num_workers, est.placement_.cpus_per_worker, est.placement_.use_gpu) == (1, 2, False)
+    assert booster.num_boosted_rounds() == 5
+    assert est.get_eval_results() == {"train": {"rmse": pytest.approx(est.get_eval_results()["train"]["rmse"])}}
+    assert len(est.get_eval_results()["train"]["rmse"]) == 5
+
+
+def test_params_win_over_constructor_arguments(ray_cluster, holdout):
+    est = XGBEstimator(n_estimators=50, objective="reg:squarederror",
+                       params={"n_estimators": 7, "objective": "reg:absoluteerror", "max_depth": 2})
+    booster = est.fit(holdout, FEATURES, "y")
+    assert booster.num_boosted_rounds() == 7
+    config = json.loads(booster.save_config())
+    assert config["learner"]["objective"]["name"] == "reg:absoluteerror"
+    assert "mae" in est.get_eval_results()["train"]
+
+
+def test_user_callbacks_run_on_rank_zero_only(ray_cluster, holdout, tmp_path):
+    log = tmp_path / "calls.txt"
+
+    class Recorder(xgb.callback.TrainingCallback):
+        def __init__(self, path):
+            self.path = str(path)
+
+        def after_iteration(self, model, epoch, evals_log):
+            import ray.train
+
+            with open(self.path, "a") as fh:
+                fh.write(f"{ray.train.get_context().get_world_rank()} {epoch}\n")
+            return False
+
+    est = XGBEstimator(n_estimators=6, params={"max_depth": 2}, callbacks=[Recorder(log)],
+                       scaling_config=XGBScalingConfig(num_workers=2))
+    est.fit(holdout, FEATURES, "y")
+    calls = [line.split() for line in log.read_text().splitlines()]
+    assert [c[0] for c in calls] == ["0"] * 6
+    assert [int(c[1]) for c in calls] == list(range(6))
+
+
+def test_early_stopping_keeps_best_iteration(ray_cluster, sorted_train, holdout):
+    est = XGBEstimator(n_estimators=500, params={"max_depth": 6, "learning_rate": 0.8,
+                                                  "early_stopping_rounds": 3})
+    booster = est.fit(sorted_train, FEATURES, "y", eval_set=holdout)
+    assert booster.num_boosted_rounds() < 500
+    assert est.best_iteration_ is not None and est.best_iteration_ < booster.num_boosted_rounds()
+
+
+# ------------------------------------------------------------------------------------ errors
+def test_get_booster_before_fit():
+    est = XGBEstimator()
+    with pytest.raises(NotFittedError, match="call fit"):
+        est.get_booster()
+    with pytest.raises(NotFittedError):
+        est.predict(pd.DataFrame({"a": [1]}))
+
+
+@pytest.mark.parametrize(
+    "make, cols, label, error, match",
+    [
+        (lambda wh, tmp: connect(str(wh)).table("MISSING_TABLE"), ["age"], "default_risk",
+         DataSourceNotFound, "MISSING_TABLE"),
+        (lambda wh, tmp: DataConnector.from_parquet(str(tmp / "absent.parquet")), ["age"], "default_risk",
+         DataSourceNotFound, "absent.parquet"),
+        (lambda wh, tmp: connect(str(wh)).table("TRAINING_DATA"), ["age", "salary"], "default_risk",
+         DataError, "salary"),
+        (lambda wh, tmp: connect(str(wh)).table("TRAINING_DATA"), ["age"], "target", DataError, "target"),
+        (lambda wh, tmp: connect(str(wh)).sql("SELECT * FROM TRAINING_DATA WHERE age < 0"), ["age"],
+         "default_risk", DataError, "no rows"),
+        (lambda wh, tmp: connect(str(wh)).sql("SELECT *, 'x' || age AS code FROM TRAINING_DATA"),
+         ["age", "code"], "default_risk", DataError, "'code'.*not numeric"),
+        (lambda wh, tmp: connect(str(wh)).table("TRAINING_DATA"), ["age", "default_risk"], "default_risk",
+         ConfigError, "also in input_cols"),
+    ],
+    ids=["missing-table", "missing-file", "missing-feature", "missing-label", "empty", "non-numeric",
+         "label-as-feature"],
+)
+def test_bad_input_fails_fast_with_named_culprit(ray_cluster, warehouse, tmp_path, make, cols, label,
+                                                 error, match):
+    start = time.perf_counter()
+    with pytest.raises(error, match=match):
+        XGBEstimator(n_estimators=2).fit(make(warehouse, tmp_path), cols, label)
+    assert time.perf_counter() - start < 10  # refused before any worker starts
+
+
+@pytest.mark.parametrize("bad", [None, float("nan")], ids=["null", "nan"])
+def test_missing_labels_are_refused(ray_cluster, holdout, bad):
+    frame = holdout.copy()
+    frame.loc[[3, 17], "y"] = bad
+    with pytest.raises(DataError, match=r"Label column 'y'.*2 null/NaN"):
+        XGBEstimator(n_estimators=2).fit(frame, FEATURES, "y")
+
+
+@pytest.mark.parametrize(
+    "scaling, match",
+    [
+        (XGBScalingConfig(num_workers=5), "Cannot place 5 worker"),
+        (XGBScalingConfig(num_workers=1, num_cpu_per_worker=8), "8 CPU"),
+        (XGBScalingConfig(use_gpu=True), "no GPUs"),
+        (XGBScalingConfig(num_workers=0), "num_workers=0"),
+    ],
+    ids=["workers", "cpus", "gpus", "zero"],
+)
+def test_unsatisfiable_resources_fail_within_seconds(ray_cluster, holdout, scaling, match):
+    start = time.perf_counter()
+    with pytest.raises((ResourceError, ConfigError), match=match):
+        XGBEstimator(n_estimators=2, scaling_config=scaling).fit(holdout, FEATURES, "y")
+    assert time.perf_counter() - start < 10
+
+
+# ------------------------------------------------------------------------------------ GPU placement
+GPU_PROBE = textwrap.dedent(
+    """
+    import json, os, sys
+    import ray, ray.train
+    from trainflow.cluster import ensure_cluster
+    from trainflow.distributors.boosting import run_workers
+    from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
+
+    out = sys.argv[1]
+    ensure_cluster(num_cpus=4, num_gpus=2)  # logical GPUs: Ray assigns ids, no CUDA runs
+
+    def probe(config):
+        ctx = ray.train.get_context()
+        with open(os.path.join(config["out"], f"rank{ctx.get_world_rank()}.json"), "w") as fh:
+            json.dump({"gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                       "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                       "device": config["params"].get("device"), "nthread": config["params"]["nthread"]}, fh)
+
+    est = XGBEstimator(params={"max_depth": 3})
+    placement, params, rounds = est.plan()
+    with open(os.path.join(out, "plan.json"), "w") as fh:
+        json.dump({"workers": placement.num_workers, "cpus": placement.cpus_per_worker,
+                   "gpu": placement.use_gpu}, fh)
+    run_workers(probe, {"out": out, "params": params}, placement, est._adapter.trainer_cls(), "gpu-probe")
+    cpu_only = XGBEstimator(scaling_config=XGBScalingConfig(use_gpu=False)).plan()
+    with open(os.path.join(out, "cpu_plan.json"), "w") as fh:
+        json.dump({"gpu": cpu_only[0].use_gpu, "device": cpu_only[1].get("device")}, fh)
+    """
+)
+
+
+def test_gpu_placement_on_logical_gpus(tmp_path):
+    """use_gpu=None on a cluster with 2 GPUs: one worker per GPU, distinct ids, device=cuda."""
+    env = dict(os.environ, RAY_ADDRESS="")
+    env.pop("RAY_ADDRESS")
+    subprocess.run([sys.executable, "-c", GPU_PROBE, str(tmp_path)], check=True, env=env, timeout=240)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan == {"workers": 2, "cpus": 2, "gpu": True}
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["device"] == "cuda" and r["nthread"] == 2 for r in ranks)
+    assert all(len(r["gpu_ids"]) == 1 for r in ranks)
+    assert ranks[0]["gpu_ids"] != ranks[1]["gpu_ids"]
+    assert {r["cuda_visible"] for r in ranks} == {r["gpu_ids"][0] for r in ranks}
+    assert json.loads((tmp_path / "cpu_plan.json").read_text()) == {"gpu": False, "device": None}
