@@ -1,0 +1,700 @@
+"""The declarative job spec: one validated object = one training job.
+
+The same pydantic model is read from YAML by the CLI and is the Prefect flow's only parameter, so every
+field carries a description (the UI form's help text), enum-like fields are `Literal` (dropdowns) and
+limits are `ge`/`le`/`gt`/`lt`. Validation errors are translated into one readable `SpecError` paragraph
+(`key.path: what is wrong (accepted: ...)`) because a user should fix the spec, not read pydantic output.
+"""
+from __future__ import annotations
+
+import difflib
+from datetime import datetime
+import re
+import types
+import warnings
+import zoneinfo
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from trainflow.errors import ConfigError
+
+__all__ = [
+    "ColumnCheck",
+    "DataSpec",
+    "EvaluateSpec",
+    "InlineSchema",
+    "JobSpec",
+    "PromoteOn",
+    "RegisterSpec",
+    "ScalingSpec",
+    "ScheduleSpec",
+    "SourceSpec",
+    "SpecError",
+    "TrainerSpec",
+    "load_spec",
+    "parse_spec",
+    "spec_from_yaml_text",
+]
+
+DEFAULT_DATABASE = "data/warehouse.duckdb"
+
+Framework = Literal["xgboost", "lightgbm", "pytorch"]
+Task = Literal["regression", "binary", "multiclass"]
+Metric = Literal["rmse", "mae", "r2", "auc", "logloss", "accuracy", "f1", "mlogloss"]
+Dtype = Literal[
+    "int64", "int32", "float64", "float32", "bool", "str", "string", "category", "datetime64[ns]"
+]
+
+# objective -> task, per framework; pytorch has no native objective, so its "objective" names the task.
+OBJECTIVES: dict[str, dict[str, Task]] = {
+    "xgboost": {
+        "reg:squarederror": "regression",
+        "reg:absoluteerror": "regression",
+        "reg:pseudohubererror": "regression",
+        "reg:logistic": "regression",
+        "binary:logistic": "binary",
+        "binary:logitraw": "binary",
+        "multi:softprob": "multiclass",
+        "multi:softmax": "multiclass",
+        "count:poisson": "regression",
+        "reg:gamma": "regression",
+        "reg:tweedie": "regression",
+    },
+    "lightgbm": {
+        "regression": "regression",
+        "regression_l1": "regression",
+        "huber": "regression",
+        "binary": "binary",
+        "multiclass": "multiclass",
+        "poisson": "regression",
+        "gamma": "regression",
+        "tweedie": "regression",
+    },
+    "pytorch": {"regression": "regression", "binary": "binary", "multiclass": "multiclass"},
+}
+DEFAULT_OBJECTIVE: dict[str, str] = {
+    "xgboost": "reg:squarederror",
+    "lightgbm": "regression",
+    "pytorch": "regression",
+}
+Objective = Literal[
+    "reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror", "reg:logistic",
+    "binary:logistic", "binary:logitraw", "multi:softprob", "multi:softmax", "count:poisson",
+    "reg:gamma", "reg:tweedie", "regression", "regression_l1", "huber", "binary", "multiclass",
+    "poisson", "gamma", "tweedie",
+]
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "regression": ("rmse", "mae", "r2"),
+    "binary": ("auc", "logloss", "accuracy", "f1"),
+    "multiclass": ("mlogloss", "accuracy"),
+}
+DEFAULT_METRICS: dict[str, list[str]] = {
+    "regression": ["rmse", "mae", "r2"],
+    "binary": ["auc", "logloss", "accuracy"],
+    "multiclass": ["mlogloss", "accuracy"],
+}
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "logloss", "mlogloss"})
+
+_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # "package.module:attribute"
+_NAME = r"^[A-Za-z0-9_.-]+$"
+_PATTERN_HELP = {
+    _REF: 'must be "package.module:name" (an importable module and an attribute in it)',
+    _NAME: "may contain only letters, digits, '-', '_' and '.'",
+}
+
+
+class SpecError(ConfigError):
+    """The job spec is invalid; `problems` holds one `key.path: what is wrong` line per problem."""
+
+    def __init__(self, message: str, problems: Sequence[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
+def _problems(*items: tuple[str, str]) -> PydanticCustomError:
+    """A cross-field error carrying its own key paths (relative to the model that raises it)."""
+    summary = "; ".join(f"{p}: {m}" if p else m for p, m in items)
+    return PydanticCustomError("spec_problems", "{summary}", {"summary": summary, "problems": list(items)})
+
+
+def _join(values: Iterable[Any]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------------------------ data
+class SourceSpec(_Model):
+    """Where rows come from: exactly one of a DuckDB/SQL table, a SQL query or Parquet files."""
+
+    table: str | None = Field(None, min_length=1, description="Table name in `database`.")
+    sql: str | None = Field(None, min_length=1, description="SQL query run against `database`.")
+    parquet: str | None = Field(
+        None, min_length=1, description="Parquet file, folder, glob or URI (s3://, gs://, file://)."
+    )
+    database: str | None = Field(
+        None,
+        description=f"Database for `table`/`sql`: DuckDB file path, duckdb:///path or sqlite:///path "
+        f"(default {DEFAULT_DATABASE}). Not used with `parquet`.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SourceSpec:
+        given = [k for k in ("table", "sql", "parquet") if getattr(self, k) is not None]
+        if len(given) != 1:
+            got = "none" if not given else _join(given)
+            raise _problems(("", f"give exactly one of table, sql or parquet (got {got})"))
+        if self.parquet is not None and self.database is not None:
+            raise _problems(("database", "applies only to table or sql sources, not parquet"))
+        if self.parquet is None and self.database is None:
+            self.database = DEFAULT_DATABASE
+        return self
+
+    @property
+    def kind(self) -> Literal["table", "sql", "parquet"]:
+        """Which of the three source forms this is."""
+        return "table" if self.table is not None else "sql" if self.sql is not None else "parquet"
+
+
+class DataSpec(_Model):
+    """Training data and evaluation data (a separate source, or a held-out fraction of train)."""
+
+    train: SourceSpec = Field(description="Training data source.")
+    eval: SourceSpec | None = Field(
+        None, description="Evaluation data source; when absent, `eval_fraction` of train is held out."
+    )
+    eval_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Fraction of train held out for evaluation when `eval` is absent."
+    )
+
+
+# ---------------------------------------------------------------------------------------- schema
+Bound = Union[int, float, datetime]
+
+
+class ColumnCheck(_Model):
+    """Pandera checks for one column."""
+
+    dtype: Dtype | None = Field(None, description="Expected dtype; not checked when absent.")
+    ge: Bound | None = Field(None, description="Every value >= this (a number, or a date/time).")
+    le: Bound | None = Field(None, description="Every value <= this (a number, or a date/time).")
+    gt: Bound | None = Field(None, description="Every value > this (a number, or a date/time).")
+    lt: Bound | None = Field(None, description="Every value < this (a number, or a date/time).")
+    isin: list[Any] | None = Field(None, min_length=1, description="Allowed values.")
+    nullable: bool = Field(False, description="Whether nulls/NaN are allowed.")
+    unique: bool = Field(False, description="Whether values must be unique.")
+    regex: str | None = Field(None, description="Every value matches this regex (from the start).")
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class InlineSchema(_Model):
+    """Inline pandera checks, column by column."""
+
+    columns: dict[str, ColumnCheck] = Field(description="Column name -> checks.")
+
+
+def _schema_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "reference"
+    if isinstance(value, (dict, InlineSchema)):
+        return "inline"
+    return None
+
+
+SchemaField = Annotated[
+    Union[
+        Annotated[str, Tag("reference"), Field(pattern=_REF)],
+        Annotated[InlineSchema, Tag("inline")],
+    ],
+    Discriminator(
+        _schema_kind,
+        custom_error_type="schema_type",
+        custom_error_message='must be "package.module:DataFrameModelClass" or {columns: {...}}',
+    ),
+]
+_UNION_TAGS = frozenset({"reference", "inline"})
+
+
+# --------------------------------------------------------------------------------------- trainer
+class ScalingSpec(_Model):
+    """Workers and resources; xgboost/lightgbm and pytorch use different fields."""
+
+    num_workers: int = Field(
+        -1, ge=-1, description="xgboost/lightgbm: workers; -1 = one per node (one per GPU with GPUs)."
+    )
+    num_cpu_per_worker: int = Field(
+        -1, ge=-1, description="xgboost/lightgbm: CPUs per worker; -1 = all the node's usable CPUs."
+    )
+    use_gpu: bool | None = Field(
+        None, description="xgboost/lightgbm: train on GPUs; null = if the cluster has GPUs."
+    )
+    num_nodes: int = Field(1, ge=1, description="pytorch: number of nodes.")
+    num_workers_per_node: int = Field(1, ge=1, description="pytorch: worker processes per node.")
+    num_cpus: float = Field(1, ge=0, description="pytorch: CPUs per worker.")
+    num_gpus: float = Field(0, ge=0, description="pytorch: GPUs per worker.")
+
+    @field_validator("num_workers", "num_cpu_per_worker")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("0 is not allowed (accepted: -1 for automatic, or an integer >= 1)")
+        return value
+
+
+_GBM_SCALING = ("num_workers", "num_cpu_per_worker", "use_gpu")
+_TORCH_SCALING = ("num_nodes", "num_workers_per_node", "num_cpus", "num_gpus")
+
+
+class TrainerSpec(_Model):
+    """Which trainer runs, with which objective, parameters and resources."""
+
+    framework: Framework = Field("xgboost", description="Training framework.")
+    n_estimators: int = Field(100, ge=1, description="xgboost/lightgbm: boosting rounds.")
+    objective: Objective | None = Field(
+        None,
+        description="Learning objective (sets the task). Default: reg:squarederror (xgboost), "
+        "regression (lightgbm); for pytorch one of regression, binary, multiclass.",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="xgboost/lightgbm native parameters; keys here win over n_estimators/objective.",
+    )
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec, description="Workers and resources.")
+    verbose_eval: int | None = Field(
+        10, ge=1, description="Log eval metrics every this many rounds; null = never."
+    )
+    train_func: str | None = Field(
+        None, pattern=_REF, description='pytorch only (required): "package.module:function".'
+    )
+    hyper_params: dict[str, str] = Field(
+        default_factory=dict, description="pytorch only: hyper-parameters passed to train_func."
+    )
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective_fits_framework(cls, value: Any, info: Any) -> Any:
+        framework = info.data.get("framework")
+        if value is None or framework not in OBJECTIVES or not isinstance(value, str):
+            return value
+        if value not in OBJECTIVES[framework]:
+            raise ValueError(
+                f"{value!r} is not a {framework} objective (accepted: {_join(OBJECTIVES[framework])})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _framework_fields(self) -> TrainerSpec:
+        found: list[tuple[str, str]] = []
+        torch = self.framework == "pytorch"
+        if torch and self.train_func is None:
+            found.append(("train_func", 'required for framework pytorch ("package.module:function")'))
+        if not torch and self.train_func is not None:
+            found.append(("train_func", "only for framework pytorch"))
+        if not torch and self.hyper_params:
+            found.append(("hyper_params", "only for framework pytorch (use params)"))
+        if torch and self.params:
+            found.append(("params", "only for xgboost/lightgbm (use hyper_params)"))
+        defaults = ScalingSpec()
+        wrong = _GBM_SCALING if torch else _TORCH_SCALING
+        for key in wrong:
+            if getattr(self.scaling, key) != getattr(defaults, key):
+                right = _join(_TORCH_SCALING if torch else _GBM_SCALING)
+                found.append((f"scaling.{key}", f"not used by {self.framework} (accepted: {right})"))
+        if found:
+            raise _problems(*found)
+        if self.objective is None:
+            self.objective = DEFAULT_OBJECTIVE[self.framework]
+        return self
+
+    @property
+    def task(self) -> Task:
+        """regression | binary | multiclass, derived from the objective."""
+        return OBJECTIVES[self.framework][self.objective or DEFAULT_OBJECTIVE[self.framework]]
+
+
+# ------------------------------------------------------------------------ evaluate and register
+class EvaluateSpec(_Model):
+    """Metrics computed on the eval set."""
+
+    metrics: list[Metric] | None = Field(
+        None,
+        min_length=1,
+        description="Metrics; default by task: regression rmse, mae, r2; binary auc, logloss, "
+        "accuracy; multiclass mlogloss, accuracy.",
+    )
+
+
+class PromoteOn(_Model):
+    """The metric that decides whether a new version becomes `champion`."""
+
+    metric: Metric = Field(description="One of evaluate.metrics.")
+    mode: Literal["min", "max"] | None = Field(
+        None, description="min = lower is better; default by metric (min for rmse, mae, logloss, mlogloss)."
+    )
+
+
+class RegisterSpec(_Model):
+    """MLflow registration and champion promotion."""
+
+    model_name: str = Field(min_length=1, description="Registered model name in MLflow.")
+    promote_on: PromoteOn | None = Field(
+        None, description="Promotion metric; default: the first evaluate metric."
+    )
+
+
+class ScheduleSpec(_Model):
+    """When deployments run the job: a cron expression or a fixed interval."""
+
+    cron: str | None = Field(None, description='Cron expression, e.g. "0 2 * * *".')
+    timezone: str = Field("UTC", description="IANA timezone for cron, e.g. Europe/Berlin.")
+    interval_seconds: int | None = Field(None, ge=60, description="Run every this many seconds.")
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> ScheduleSpec:
+        if (self.cron is None) == (self.interval_seconds is None):
+            got = "both" if self.cron is not None else "neither"
+            raise _problems(("", f"give exactly one of cron or interval_seconds (got {got})"))
+        found: list[tuple[str, str]] = []
+        if self.cron is not None and len(self.cron.split()) not in (5, 6):
+            found.append(("cron", f"{self.cron!r} is not a cron expression (5 fields, e.g. '0 2 * * *')"))
+        try:
+            if self.timezone != "UTC":  # UTC needs no tz database
+                zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            found.append(("timezone", f"unknown timezone {self.timezone!r} (accepted: IANA names, e.g. UTC)"))
+        if found:
+            raise _problems(*found)
+        return self
+
+
+# ------------------------------------------------------------------------------------------- job
+# `register` is the contract's key; it shadows ABCMeta.register on the class only (instances are
+# fine), so pydantic's shadowing warning is silenced for this one definition.
+warnings.filterwarnings("ignore", message='Field name "register" in "JobSpec" shadows', category=UserWarning)
+
+
+class JobSpec(_Model):
+    """One training job: data, checks, features, trainer, evaluation, registration, schedule."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    name: str = Field(
+        pattern=_NAME,
+        description="Job name (letters, digits, - _ .); also the MLflow experiment name.",
+    )
+    data: DataSpec = Field(description="Training and evaluation data.")
+    schema_: SchemaField | None = Field(
+        None,
+        alias="schema",
+        description='Pandera checks: {columns: {name: checks}} or "package.module:DataFrameModelClass".',
+    )
+    features: list[str] = Field(min_length=1, description="Feature columns, in model input order.")
+    label: str = Field(min_length=1, description="Label column (not one of the features).")
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec, description="Trainer and resources.")
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec, description="Evaluation metrics.")
+    register: RegisterSpec = Field(description="MLflow registration and promotion.")
+    schedule: ScheduleSpec | None = Field(None, description="Schedule, read by deployments only.")
+
+    @field_validator("features")
+    @classmethod
+    def _no_duplicates(cls, value: list[str]) -> list[str]:
+        dups = sorted({f for f in value if value.count(f) > 1})
+        if dups:
+            raise ValueError(f"duplicate features: {_join(dups)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        found: list[tuple[str, str]] = []
+        if self.label in self.features:
+            found.append(("label", f"{self.label!r} is also listed in features; remove it there"))
+        task = self.task
+        fitting = TASK_METRICS[task]
+        metrics = self.evaluate.metrics
+        if metrics is None:
+            metrics = self.evaluate.metrics = list(DEFAULT_METRICS[task])
+        bad = [m for m in metrics if m not in fitting]
+        if bad:
+            found.append((
+                "evaluate.metrics",
+                f"{_join(bad)} {'does' if len(bad) == 1 else 'do'} not fit the {task} objective {self.trainer.objective} "
+                f"(accepted: {_join(fitting)})",
+            ))
+        dups = sorted({m for m in metrics if metrics.count(m) > 1})
+        if dups:
+            found.append(("evaluate.metrics", f"duplicate metrics: {_join(dups)}"))
+        promote = self.register.promote_on
+        if promote is None:
+            promote = self.register.promote_on = PromoteOn(metric=metrics[0])
+        if promote.metric not in metrics:
+            found.append((
+                "register.promote_on.metric",
+                f"{promote.metric!r} is not in evaluate.metrics (accepted: {_join(metrics)})",
+            ))
+        natural = "min" if promote.metric in LOWER_IS_BETTER else "max"
+        if promote.mode is None:
+            promote.mode = natural
+        elif promote.mode != natural:
+            found.append((
+                "register.promote_on.mode",
+                f"{promote.mode!r} would promote worse models: {promote.metric} is better when "
+                f"{'lower' if natural == 'min' else 'higher'} (accepted: {natural})",
+            ))
+        if found:
+            raise _problems(*found)
+        return self
+
+    @property
+    def task(self) -> Task:
+        """regression | binary | multiclass, derived from the trainer's objective."""
+        return self.trainer.task
+
+
+# -------------------------------------------------------------------------------- error messages
+def _members(annotation: Any) -> list[Any]:
+    """The concrete types an annotation may hold (Optional/Union/Annotated unwrapped)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _members(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        out: list[Any] = []
+        for arg in get_args(annotation):
+            if arg is not type(None):
+                out.extend(_members(arg))
+        return out
+    return [annotation]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    for member in _members(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+    return None
+
+
+def _field_keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _walk(loc: Sequence[Any]) -> tuple[list[str], type[BaseModel] | None]:
+    """Turn pydantic's loc into the user's key path; also return the model at the path's end."""
+    annotation: Any = JobSpec
+    path: list[str] = []
+    for part in loc:
+        if part in _UNION_TAGS and path == ["schema"]:
+            continue  # discriminated-union tag, not a key the user wrote
+        model = _model_in(annotation)
+        if model is not None:
+            fields = {(f.alias or n): f for n, f in model.model_fields.items()}
+            fields.update(model.model_fields)
+            field = fields.get(part)
+            annotation = field.annotation if field is not None else None
+            path.append((field.alias or str(part)) if field is not None else str(part))
+            continue
+        members = _members(annotation)
+        origin = get_origin(members[0]) if members else None
+        if origin is dict:
+            annotation = get_args(members[0])[1]
+            path.append(str(part))
+        elif origin is list:
+            annotation = get_args(members[0])[0]
+            path.append(f"[{part}]" if isinstance(part, int) else str(part))
+        else:
+            annotation = None
+            path.append(str(part))
+    return path, _model_in(annotation)
+
+
+def _dotted(path: Sequence[str]) -> str:
+    text = ""
+    for part in path:
+        text += part if part.startswith("[") or not text else f".{part}"
+    return text or "(top level)"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(error: dict[str, Any]) -> list[str]:
+    """One `key.path: what is wrong (accepted: ...)` line per pydantic error."""
+    kind, loc, ctx = error["type"], error["loc"], error.get("ctx") or {}
+    if kind == "spec_problems":
+        path, _ = _walk(loc)
+        return [_dotted(path + ([p] if p else [])) + f": {m}" for p, m in ctx["problems"]]
+    path, model = _walk(loc)
+    where = _dotted(path)
+    if kind == "extra_forbidden":
+        _, parent = _walk(loc[:-1])
+        accepted = _field_keys(parent) if parent is not None else []
+        key = str(loc[-1])
+        hint = difflib.get_close_matches(key, accepted, n=1)
+        did = f"did you mean {hint[0]!r}? " if hint else ""
+        return [f"{where}: unknown key ({did}accepted: {_join(accepted)})"]
+    if kind == "missing":
+        return [f"{where}: required but missing"]
+    if kind == "literal_error":
+        accepted = ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
+        return [f"{where}: {_short(error['input'])} is not accepted (accepted: {accepted})"]
+    if kind in ("model_type", "model_attributes_type", "dict_type") and model is not None:
+        return [f"{where}: must be a mapping with keys {_join(_field_keys(model))} (got {_short(error['input'])})"]
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_HELP:
+        return [f"{where}: {_PATTERN_HELP[ctx['pattern']]} (got {_short(error['input'])})"]
+    msg = error["msg"]
+    if msg.startswith("Value error, "):
+        return [f"{where}: {msg[len('Value error, '):]}"]
+    return [f"{where}: {msg[0].lower() + msg[1:]} (got {_short(error['input'])})"]
+
+
+def _spec_error(exc: ValidationError, source: str | None) -> SpecError:
+    problems: list[str] = []
+    for error in exc.errors():
+        for line in _describe(error):
+            if line not in problems:
+                problems.append(line)
+    where = f" in {source!r}" if source else ""
+    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+    fix = "Fix these keys in the spec" + (" file or the --set overrides." if source else ".")
+    return SpecError(f"Invalid job spec{where} ({count}): " + "; ".join(problems) + ". " + fix, problems)
+
+
+# ----------------------------------------------------------------------------------- entry points
+def parse_spec(data: Any, *, source: str | None = None) -> JobSpec:
+    """Validate a dict (parsed YAML or a Prefect parameter) into a JobSpec, or raise SpecError."""
+    if isinstance(data, JobSpec):
+        return data
+    if not isinstance(data, dict):
+        where = f" {source!r}" if source else ""
+        raise SpecError(
+            f"Invalid job spec{where}: the top level must be a mapping of keys "
+            f"({_join(_field_keys(JobSpec))}), got {type(data).__name__}. Fix the spec file."
+        )
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _spec_error(exc, source) from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys, which plain YAML silently overwrites."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        fix = (
+            "Keep only one of the duplicate keys."
+            if problem.startswith("duplicate key")
+            else "Fix the YAML syntax (indentation, quotes, colons) there."
+        )
+        raise SpecError(
+            f"Spec file {source!r} is not valid YAML at{line or ' an unknown position'}: {problem}. {fix}"
+        ) from None
+
+
+def _apply_override(data: dict[str, Any], override: str, source: str) -> None:
+    """Apply one `dotted.key=value` override in place; the value is parsed as YAML."""
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise SpecError(
+            f"Invalid override {override!r}: expected dotted.key=value "
+            "(e.g. trainer.n_estimators=200). Fix the --set argument."
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise SpecError(
+            f"Invalid override {override!r}: the value is not valid YAML ({exc}). Quote it or fix it."
+        ) from None
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            at = ".".join(parts[: i + 1])
+            raise SpecError(
+                f"Invalid override {override!r}: {at} in {source!r} is a {type(child).__name__}, "
+                f"not a mapping, so {key} cannot be set. Override {at} as a whole instead."
+            )
+        node = child
+    node[parts[-1]] = value
+
+
+def spec_from_yaml_text(
+    text: str, overrides: Sequence[str] = (), *, source: str = "<text>"
+) -> JobSpec:
+    """Parse YAML text, apply overrides, validate: the whole of `load_spec` minus the file."""
+    data = _read_yaml(text, source)
+    if data is None:
+        data = {}
+        if not overrides:
+            raise SpecError(f"Spec {source!r} is empty. Write a job spec there (see ARCHITECTURE.md).")
+    if overrides and not isinstance(data, dict):
+        return parse_spec(data, source=source)  # reports the non-mapping top level
+    for override in overrides:
+        _apply_override(data, override, source)
+    return parse_spec(data, source=source)
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> JobSpec:
+    """Read a YAML spec file, apply `dotted.key=value` overrides, and validate it."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"Spec file {str(p)!r} does not exist. Check the path.") from None
+    except IsADirectoryError:
+        raise SpecError(f"Spec path {str(p)!r} is a folder, not a YAML file. Name the file.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"Spec file {str(p)!r} cannot be read: {exc}.") from None
+    return spec_from_yaml_text(text, overrides, source=str(p))
