@@ -24,7 +24,7 @@ warehouse: install
 	$(BIN)/python -m trainflow.data.demo --if-missing
 
 demo: warehouse
-	$(BIN)/python -m trainflow.demo
+	$(BIN)/trainflow run deployments/specs/credit_risk_xgboost.yaml
 
 test: install
 	$(BIN)/python -m pytest

@@ -1,0 +1,1 @@
+"""Prefect flows: thin chains of the tasks in `tasks/`."""

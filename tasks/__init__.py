@@ -1,0 +1,8 @@
+"""Prefect tasks of the training pipeline: thin wrappers over trainflow.pipeline."""
+from tasks.evaluate import evaluate
+from tasks.fit import fit
+from tasks.load import load
+from tasks.register import register
+from tasks.shard import shard
+
+__all__ = ["load", "shard", "fit", "evaluate", "register"]

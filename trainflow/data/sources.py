@@ -423,3 +423,61 @@ def _require_columns(schema: pa.Schema, columns: Sequence[str], where: str) -> N
         raise DataError(
             f"Column(s) {missing} not found in {where}. Available columns: {schema.names}."
         )
+
+
+# ------------------------------------------------------------------------------- block samples
+class ConcatSource(Source):
+    """Several sources read one after another (used for block-sampled train/eval splits).
+
+    `split(n)` hands each shard a contiguous group of whole parts, so shards stay disjoint and in order.
+    """
+
+    def __init__(self, parts: Sequence[Source], label: str):
+        self.parts = list(parts)
+        self.label = label
+
+    def schema(self) -> pa.Schema:
+        if not self.parts:
+            raise DataError(f"{self.label} has no rows.")
+        return self.parts[0].schema()
+
+    def count_rows(self) -> int:
+        return sum(p.count_rows() for p in self.parts)
+
+    def split(self, n: int, equal: bool = False) -> list[Source]:
+        if equal:
+            raise DataError("Equal-sized shards of a sampled split are not supported; use equal=False.")
+        groups: list[list[Source]] = [[] for _ in range(n)]
+        total = max(1, self.count_rows())
+        start = 0
+        for part in self.parts:  # a part goes to the shard its first row falls in
+            groups[min(n - 1, start * n // total)].append(part)
+            start += part.count_rows()
+        return [ConcatSource(group, self.label) for group in groups]
+
+    def iter_batches(self, columns=None, batch_rows=DEFAULT_BATCH_ROWS):
+        for part in self.parts:
+            yield from part.iter_batches(columns, batch_rows)
+
+    def describe(self) -> str:
+        return self.label
+
+
+def sample_blocks(source: Source, fraction: float, seed: int = 0,
+                  blocks: int = 200) -> tuple[ConcatSource, ConcatSource]:
+    """Split rows into (rest, sample) by randomly chosen contiguous blocks (~`fraction` of the rows).
+
+    Block sampling keeps reads sequential and works on every source; with 200 blocks a table sorted by
+    some column still gives an eval set drawn from its whole range.
+    """
+    import random
+
+    total = source.count_rows()
+    parts = source.split(max(1, min(blocks, total)))
+    order = list(range(len(parts)))
+    random.Random(seed).shuffle(order)
+    chosen = set(order[: max(1, round(fraction * len(parts)))]) if len(parts) > 1 else set()
+    where = source.describe()
+    rest = ConcatSource([p for i, p in enumerate(parts) if i not in chosen], f"{where} (train part)")
+    sample = ConcatSource([p for i, p in enumerate(parts) if i in chosen], f"{where} (eval part)")
+    return rest, sample

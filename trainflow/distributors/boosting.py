@@ -7,6 +7,7 @@ booster is loaded and used for prediction.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -298,38 +299,53 @@ class DistributedBoostingEstimator:
 def predict_connector(adapter: BoostingAdapter, booster: Any, connector: DataConnector,
                       input_cols: list[str]) -> np.ndarray:
     """Batch prediction as Ray tasks over contiguous shards; results concatenated in row order."""
+    check_training_schema(connector, input_cols, None, "prediction data")
+    out = _map_shards(_predict_shard, adapter, booster, connector, input_cols)
+    return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
+
+
+def score_connector(adapter: BoostingAdapter, booster: Any, connector: DataConnector,
+                    input_cols: list[str], label_col: str, task: str) -> dict:
+    """Metric sufficient statistics over every shard (see trainflow.metrics); rows stay on workers."""
+    from trainflow.metrics import merge
+
+    check_training_schema(connector, input_cols, label_col, "eval data")
+    return merge(_map_shards(_score_shard, adapter, booster, connector, input_cols, label_col, task))
+
+
+def _map_shards(fn: Callable, adapter: BoostingAdapter, booster: Any, connector: DataConnector, *args) -> list:
     import ray
 
     from trainflow.cluster import ensure_cluster
 
     ensure_cluster()
-    check_training_schema(connector, input_cols, None, "prediction data")
     rows = connector.count_rows()
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     parts = max(1, min(cpus * 4, -(-rows // PREDICT_ROWS_PER_TASK)))
     model_ref = ray.put(booster)
-    task = _predict_task()
-    futures = [task.remote(adapter, model_ref, shard, input_cols) for shard in connector.split(parts)]
-    out = ray.get(futures)
-    return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
+    task = _remote(fn)
+    return ray.get([task.remote(adapter, model_ref, shard, *args) for shard in connector.split(parts)])
 
 
-_PREDICT_TASK = None
+@functools.cache
+def _remote(fn: Callable):
+    import ray
+
+    return ray.remote(num_cpus=1)(fn)
 
 
-def _predict_task():
-    global _PREDICT_TASK
-    if _PREDICT_TASK is None:
-        import ray
+def _predict_shard(adapter: BoostingAdapter, booster: Any, shard: DataConnector, input_cols: list[str]):
+    chunks = read_shard(shard, input_cols, None, shard.describe())
+    preds = [adapter.predict(booster, features) for features, _ in chunks]
+    return np.concatenate(preds) if preds else np.empty(0, dtype=np.float32)
 
-        @ray.remote(num_cpus=1)
-        def predict_shard(adapter, booster, shard, input_cols):
-            chunks = read_shard(shard, input_cols, None, shard.describe())
-            preds = [adapter.predict(booster, features) for features, _ in chunks]
-            return np.concatenate(preds) if preds else np.empty(0, dtype=np.float32)
 
-        _PREDICT_TASK = predict_shard
-    return _PREDICT_TASK
+def _score_shard(adapter: BoostingAdapter, booster: Any, shard: DataConnector, input_cols: list[str],
+                 label_col: str, task: str) -> dict:
+    from trainflow.metrics import merge, partial_stats
+
+    chunks = read_shard(shard, input_cols, label_col, f"the eval data ({shard.describe()})")
+    return merge([partial_stats(task, label, adapter.predict(booster, features)) for features, label in chunks])
 
 
 # ------------------------------------------------------------------------------- checks

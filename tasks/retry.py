@@ -1,0 +1,17 @@
+"""Retry only what may succeed on a second try: I/O hiccups, never a user's mistake."""
+from __future__ import annotations
+
+from typing import Any
+
+from trainflow.errors import TrainflowError
+
+
+def transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry_condition_fn: no retry for trainflow's own errors (bad spec, data, resources)."""
+    try:
+        state.result()
+    except TrainflowError:
+        return False
+    except Exception:
+        return True
+    return False

@@ -1,0 +1,133 @@
+"""`trainflow` command line: run / validate a job spec, manage the local Prefect server.
+
+The composition root: the only library module that reaches the Prefect flows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from trainflow.errors import TrainflowError
+
+EXIT_ERROR, EXIT_USAGE = 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainflow", description="Distributed training pipelines on Ray, "
+                                     "orchestrated by Prefect, registered in MLflow.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "run the whole pipeline once"), ("validate", "only load and validate the data")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("spec", help="job spec YAML file")
+        cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a spec value, e.g. --set trainer.n_estimators=200")
+        cmd.add_argument("--json", action="store_true", help="end with one JSON line of the result")
+        cmd.add_argument("--debug", action="store_true", help="show tracebacks")
+    server = sub.add_parser("server", help="the local Prefect server (used when PREFECT_API_URL is unset)")
+    server.add_argument("action", choices=["start", "stop", "status"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"run": _run, "validate": _validate, "server": _server}[args.command](args)
+    except TrainflowError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if type(exc).__name__ == "SpecError" else EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an error trainflow did not anticipate: short, with the way to see more
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc}. Re-run with --debug for the traceback.",
+              file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _run(args: argparse.Namespace) -> int:
+    from trainflow.prefect_server import ensure_server
+    from trainflow.spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    api = ensure_server()  # before Prefect or Ray start, so Ray workers inherit PREFECT_API_URL
+    from flows.training import training_pipeline
+    from trainflow.registry import get_champion, tracking_uri
+
+    start = time.perf_counter()
+    state = training_pipeline(spec, return_state=True)
+    if state.is_failed():
+        exc = _exception_of(state)
+        raise exc if isinstance(exc, TrainflowError) else TrainflowError(
+            f"The flow run failed: {state.message}. Re-run with --debug or open the run in the Prefect UI ({api}).")
+    result: dict[str, Any] = state.result()
+    champion = get_champion(spec.register.model_name)
+    result.update(seconds=round(time.perf_counter() - start, 1), tracking_uri=tracking_uri(), prefect_api=api)
+    if champion is not None:
+        result["champion_metrics"] = {k: v for k, v in champion[1].items() if k in result["metrics"]}
+    _print_result(result)
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+def _exception_of(state) -> BaseException:
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - the flow's own failure, re-raised by Prefect
+        return exc
+    return TrainflowError(state.message or "flow run failed")
+
+
+def _print_result(r: dict[str, Any]) -> None:
+    metrics = "  ".join(f"{k}={v:.6g}" for k, v in r["metrics"].items())
+    print()
+    print(f"Registered {r['name']} version {r['version']}  aliases: {', '.join(r['aliases']) or '-'}")
+    print(f"  model:     {r['uri']}")
+    print(f"  metrics:   {metrics}")
+    print(f"  champion:  {r['champion_uri']} (version {r['champion_version']})"
+          + (f"  {'  '.join(f'{k}={v:.6g}' for k, v in r['champion_metrics'].items())}"
+             if r.get("champion_metrics") else ""))
+    ui = r["prefect_api"].removesuffix("/api")
+    print(f"  took:      {r['seconds']}s")
+    print(f"MLflow UI:   mlflow ui --backend-store-uri {r['tracking_uri']} --host 127.0.0.1  (then http://127.0.0.1:5000)")
+    print(f"Prefect UI:  {ui}  (stop the local server with `trainflow server stop`)")
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from trainflow.pipeline.load import load
+    from trainflow.spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    data = load(spec)  # raises SchemaValidationError with the report
+    summary = {"valid": True, "train_rows": data.train_rows, "eval_rows": data.eval_rows,
+               "eval_source": data.eval_source}
+    print(f"{spec.name}: {data.train_rows} training rows and {data.eval_rows} eval rows "
+          f"({data.eval_source}) pass every schema check.")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _server(args: argparse.Namespace) -> int:
+    from trainflow import prefect_server
+
+    if args.action == "start":
+        print(f"Prefect API: {prefect_server.ensure_server()}")
+    elif args.action == "stop":
+        print("stopped" if prefect_server.stop() else "no local server was running")
+    else:
+        state = prefect_server.running()
+        print(f"running: {state['ui_url']}" if state else "not running")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Load: open the spec's data sources lazily and validate them with pandera, batch by batch, on Ray."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from trainflow.data import DataConnector, connect
+from trainflow.data.sources import normalise_database, sample_blocks
+from trainflow.errors import DataError, SchemaValidationError
+from trainflow.spec import JobSpec, SourceSpec
+from trainflow.validation import build_schema, format_report, merge_reports, validate_frame
+
+VALIDATE_BATCH_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """References to validated data (no rows): what the later steps read from."""
+
+    train: DataConnector
+    eval: DataConnector
+    train_rows: int
+    eval_rows: int
+    eval_source: str
+    report: list[dict] = field(default_factory=list)
+
+
+def open_source(source: SourceSpec) -> DataConnector:
+    if source.kind == "parquet":
+        return DataConnector.from_parquet(source.parquet)
+    if source.kind == "table":
+        return DataConnector.from_dataframe(connect(source.database).table(source.table))
+    return DataConnector.from_sql(source.sql, database=source.database)
+
+
+def open_data(spec: JobSpec) -> tuple[DataConnector, DataConnector, str]:
+    """(train, eval, how eval was chosen); without an eval source, a block-sampled `eval_fraction`."""
+    train = open_source(spec.data.train)
+    if spec.data.eval is not None:
+        return train, open_source(spec.data.eval), "eval source"
+    rest, sample = sample_blocks(train.source, spec.data.eval_fraction, seed=0)
+    return DataConnector(rest), DataConnector(sample), f"{spec.data.eval_fraction:.0%} of the training rows"
+
+
+def required_columns(spec: JobSpec) -> list[str]:
+    declared = list(spec.schema_.columns) if not isinstance(spec.schema_, str) and spec.schema_ else []
+    return list(dict.fromkeys(declared + list(spec.features) + [spec.label]))
+
+
+def check_columns(spec: JobSpec, train: DataConnector, evaluation: DataConnector) -> None:
+    """Features and label exist in both; eval has the training columns (a mismatch is named)."""
+    needed = list(spec.features) + [spec.label]
+    train_cols = train.columns
+    for conn, what in ((train, "training data"), (evaluation, "eval data")):
+        cols = train_cols if conn is train else conn.columns
+        missing = [c for c in needed if c not in cols]
+        if missing:
+            raise DataError(
+                f"Column(s) {missing} named in `features`/`label` are missing from the {what} "
+                f"({conn.describe()}); it has {cols}. Fix the spec or the data source."
+            )
+    train_types = {name: train.schema.field(name).type for name in needed}
+    eval_types = {name: evaluation.schema.field(name).type for name in needed}
+    differ = {n: (str(train_types[n]), str(eval_types[n])) for n in needed
+              if not _compatible(train_types[n], eval_types[n])}
+    if differ:
+        raise DataError(
+            f"The eval data ({evaluation.describe()}) has different column types from the training data: "
+            + ", ".join(f"{n}: train {a} vs eval {b}" for n, (a, b) in differ.items())
+            + ". Make both sources produce the same schema (CAST in SQL)."
+        )
+
+
+def _compatible(a, b) -> bool:
+    import pyarrow.types as pat
+
+    numeric = lambda t: pat.is_integer(t) or pat.is_floating(t) or pat.is_boolean(t)  # noqa: E731
+    return a == b or (numeric(a) and numeric(b))
+
+
+def validate(spec: JobSpec, connector: DataConnector, what: str) -> list[dict]:
+    """Run the spec's pandera schema over every row, one Ray task per shard, batch by batch."""
+    import ray
+
+    from trainflow.cluster import ensure_cluster
+
+    ensure_cluster()
+    schema = build_schema(spec)
+    columns = [c for c in required_columns(spec) if c in connector.columns]
+    rows = connector.count_rows()
+    if rows == 0:
+        raise DataError(f"The {what} ({connector.describe()}) has no rows; there is nothing to train on.")
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    shards = connector.split(max(1, min(cpus * 2, -(-rows // 200_000))))
+    offsets, start = [], 0
+    for shard in shards:
+        offsets.append(start)
+        start += shard.count_rows()
+    task = _validate_task()
+    reports = ray.get([task.remote(s, schema, columns, off) for s, off in zip(shards, offsets)])
+    return merge_reports(reports)
+
+
+@functools.cache
+def _validate_task():
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def validate_shard(shard: DataConnector, schema, columns: list[str], offset: int) -> list[dict]:
+        reports = []
+        for batch in shard.iter_batches(columns, VALIDATE_BATCH_ROWS):
+            frame = batch.to_pandas()
+            reports.append(validate_frame(frame, schema, row_offset=offset))
+            offset += batch.num_rows
+        return merge_reports(reports)
+
+    return validate_shard
+
+
+def load(spec: JobSpec) -> LoadedData:
+    """Open and validate; raise SchemaValidationError (with the report) when any check fails."""
+    train, evaluation, eval_source = open_data(spec)
+    check_columns(spec, train, evaluation)
+    report = []
+    for conn, what in ((train, "training data"), (evaluation, "eval data")):
+        failures = validate(spec, conn, what)
+        if failures:
+            for record in failures:
+                record["data"] = what
+            report.extend(failures)
+            message = format_report(failures, f"the {what} ({conn.describe()})")
+            raise SchemaValidationError(message, report)
+    return LoadedData(train, evaluation, train.count_rows(), evaluation.count_rows(), eval_source, report)
+
+
+def database_label(source: SourceSpec) -> str:
+    return normalise_database(source.database).split(":", 1)[1] if source.database else ""

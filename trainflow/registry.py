@@ -1,0 +1,364 @@
+"""MLflow logging, registration and alias promotion (the pipeline's `register` step).
+
+One call = one MLflow run + one model version. Aliases, not stages: `challenger` always lands on the
+new version, `champion` only when the promotion rule says it beats the current champion. A failed
+call leaves no version behind with an alias (the version is deleted and the run marked FAILED).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import mlflow
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from trainflow.errors import ConfigError, RegistryError
+
+Framework = Literal["xgboost", "lightgbm", "pytorch"]
+CHAMPION, CHALLENGER = "champion", "challenger"
+_SECRET_WORDS = {"password", "passwd", "pwd", "token", "secret", "key", "apikey", "credential",
+                 "credentials"}
+_BAD_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else a SQLite file in the working dir (the ./mlruns file store
+    is refused by MLflow 3.17 for the registry, so it is never the default)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
+
+
+@dataclass(frozen=True)
+class PromotionRule:
+    """Which metric decides `champion`, and whether lower or higher is better."""
+
+    metric: str
+    mode: Literal["min", "max"]
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("min", "max"):
+            raise ConfigError(f"PromotionRule.mode must be 'min' or 'max', got {self.mode!r}")
+
+    def beats(self, candidate: float, champion: float | None) -> bool:
+        """Strict improvement; a missing/NaN champion score always loses, NaN never wins."""
+        if candidate is None or math.isnan(candidate):
+            return False
+        if champion is None or math.isnan(champion):
+            return True
+        return candidate < champion if self.mode == "min" else candidate > champion
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """What the register step produced; `to_dict()` is what the CLI prints with `--json`."""
+
+    name: str
+    version: str
+    run_id: str
+    uri: str
+    aliases: list[str]
+    metrics: dict[str, float]
+    promoted: bool
+    champion_version: str  # "" while no version is champion (a NaN score never becomes one)
+
+    @property
+    def champion_uri(self) -> str:
+        return f"models:/{self.name}@{CHAMPION}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "champion_uri": self.champion_uri}
+
+
+@contextmanager
+def _pinned_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API needs a global URI, and `mlflow.set_tracking_uri` also writes
+    MLFLOW_TRACKING_URI into os.environ: restore both, so one call's default never leaks into
+    the next call or into the caller's process."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None unsets both the global and the env var
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts become dotted keys; values are strings; secret-looking keys are masked."""
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            words = set(re.split(r"[^a-z0-9]+", key.lower()))
+            out[key] = "***" if words & _SECRET_WORDS else str(v)
+    return out
+
+
+def _metric_key(key: str) -> str:
+    return _BAD_METRIC_CHARS.sub("_", key)
+
+
+def _predict(framework: Framework, model: Any, x: pd.DataFrame) -> np.ndarray:
+    """Booster predictions for the signature (xgboost Boosters need a DMatrix)."""
+    if framework == "xgboost":
+        import xgboost
+
+        if isinstance(model, xgboost.Booster):
+            return model.predict(xgboost.DMatrix(x))
+        return np.asarray(model.predict(x))
+    return np.asarray(model.predict(x))
+
+
+def _importance(framework: Framework, model: Any,
+                given: dict[str, float] | None) -> dict[str, float]:
+    """Use the caller's importances, else the booster's gain; PyTorch has none to offer."""
+    if given is not None:
+        return dict(given)
+    if framework == "xgboost":
+        booster = model.get_booster() if hasattr(model, "get_booster") else model
+        return {k: float(v) for k, v in booster.get_score(importance_type="gain").items()}
+    if framework == "lightgbm":
+        booster = getattr(model, "booster_", model)
+        gains = booster.feature_importance(importance_type="gain")
+        return {n: float(g) for n, g in zip(booster.feature_name(), gains)}
+    return {}
+
+
+def _importance_figure(importance: dict[str, float]) -> Figure:
+    top = sorted(importance.items(), key=lambda kv: kv[1])[-30:]
+    fig = Figure(figsize=(7, 0.3 * len(top) + 1.5))
+    FigureCanvasAgg(fig)  # explicit Agg canvas: no pyplot, no GUI backend, nothing global to close
+    ax = fig.add_subplot()
+    ax.barh([k for k, _ in top], [v for _, v in top])
+    ax.set_title("Feature importance")
+    fig.tight_layout()
+    return fig
+
+
+def _learning_curve_figure(history: dict[str, dict[str, list[float]]]) -> Figure:
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for split, curves in history.items():
+        for metric, values in curves.items():
+            ax.plot(range(len(values)), values, label=f"{split}-{metric}")
+    ax.set_xlabel("round")
+    ax.set_title("Learning curve")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _requirements(flavour: Any) -> list[str]:
+    """Pin what is installed instead of letting MLflow infer it: inference starts a subprocess
+    (~2.5 s per model) and drags in unrelated packages; '+cpu' labels are not installable."""
+    reqs = flavour.get_default_pip_requirements() + [f"numpy=={np.__version__}",
+                                                     f"pandas=={pd.__version__}"]
+    return [re.sub(r"\+[\w.]+$", "", r) for r in reqs]
+
+
+def _log_model(framework: Framework, model: Any, example: pd.DataFrame) -> Any:
+    """Native flavour, signature from the example and the model's own predictions."""
+    if framework == "pytorch":
+        # The pt2 default traces forward() on a tensor: give it float32 numpy (>1 row so the
+        # batch dim stays dynamic), and a CPU eval copy so the caller's module is not mutated.
+        import torch
+
+        module = copy.deepcopy(model).cpu().eval()
+        x = example.to_numpy(np.float32).copy()  # writable: torch warns on read-only arrays
+        with torch.no_grad():
+            y = module(torch.from_numpy(x)).numpy()
+        return mlflow.pytorch.log_model(module, name="model", input_example=x,
+                                        signature=infer_signature(x, y),
+                                        pip_requirements=_requirements(mlflow.pytorch))
+    flavour = mlflow.xgboost if framework == "xgboost" else mlflow.lightgbm
+    signature = infer_signature(example, _predict(framework, model, example))
+    return flavour.log_model(model, name="model", input_example=example, signature=signature,
+                             pip_requirements=_requirements(flavour))
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> Any | None:
+    """The version holding `alias`, None if nobody does. Other errors propagate: reading "no
+    champion" from a flaky store would promote any model."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            return None
+        raise
+
+
+_FIXES = {
+    "starting the run": "check that the tracking store {uri} is reachable and writable "
+                        "(set MLFLOW_TRACKING_URI to change it)",
+    "logging params, metrics and plots": "pass params as a dict, metrics as name -> number and "
+                                         "eval_history as {{split: {{metric: [values]}}}}",
+    "logging the model": "pass a trained {framework} model whose predict accepts input_example's "
+                         "feature columns",
+    "registering the model version": "check that the model registry at {uri} is reachable and "
+                                     "that '{name}' is a valid model name",
+    "moving the aliases": "rerun the registration; the new version was deleted and its run marked "
+                          "FAILED, so no alias points at it",
+}
+
+
+def register_model(
+    *,
+    experiment: str,
+    model_name: str,
+    framework: Framework,
+    model: Any,
+    input_example: pd.DataFrame,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    eval_history: dict[str, dict[str, list[float]]] | None,
+    feature_names: list[str],
+    feature_importance: dict[str, float] | None,
+    rule: PromotionRule,
+    tags: dict[str, Any] | None = None,
+) -> RegisteredModel:
+    """Log one run, register one version, set `challenger`, and move `champion` if it wins.
+
+    All-or-nothing: on any failure the run ends FAILED, a version created by this call is deleted
+    (taking its aliases with it) and RegistryError names the step and the fix.
+    """
+    if framework not in ("xgboost", "lightgbm", "pytorch"):
+        raise RegistryError(f"framework must be xgboost, lightgbm or pytorch, got {framework!r}")
+    if rule.metric not in metrics:
+        raise RegistryError(f"promotion metric '{rule.metric}' is not among the metrics "
+                            f"{sorted(metrics)}; evaluate it or change register.promote_on.metric")
+    missing = [c for c in feature_names if c not in input_example.columns]
+    if missing:
+        raise RegistryError(f"input_example lacks feature columns {missing}; pass rows of the "
+                            f"training features {feature_names}")
+    if framework == "pytorch" and len(input_example) < 2:
+        raise RegistryError("a pytorch input_example needs at least 2 rows (a 1-row example "
+                            "fixes the exported batch size to 1)")
+    example = input_example[feature_names].head(5)
+    candidate = float(metrics[rule.metric])
+
+    uri = tracking_uri()
+    client = MlflowClient(tracking_uri=uri)
+    step, run_id, version, moved = "starting the run", None, None, {}
+    with _pinned_uri(uri):
+        try:
+            exp = client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+            run = mlflow.start_run(experiment_id=exp_id, nested=mlflow.active_run() is not None)
+            run_id = run.info.run_id
+
+            step = "logging params, metrics and plots"
+            mlflow.set_tags({"trainflow.framework": framework, "trainflow.model_name": model_name,
+                             **(tags or {})})
+            mlflow.log_params(_flatten(params))
+            batch = [Metric(_metric_key(k), float(v), 0, 0) for k, v in metrics.items()]
+            for split, curves in (eval_history or {}).items():
+                for metric, values in curves.items():
+                    batch += [Metric(_metric_key(f"{split}-{metric}"), float(v), 0, i)
+                              for i, v in enumerate(values)]
+            for i in range(0, len(batch), 1000):  # MLflow's per-request limit
+                client.log_batch(run_id, metrics=batch[i:i + 1000])
+            if eval_history:
+                mlflow.log_dict(eval_history, "eval_history.json")
+                mlflow.log_figure(_learning_curve_figure(eval_history), "plots/learning_curve.png")
+            importance = _importance(framework, model, feature_importance)
+            if importance:
+                mlflow.log_dict(importance, "feature_importance.json")
+                mlflow.log_figure(_importance_figure(importance), "plots/feature_importance.png")
+
+            step = "logging the model"
+            info = _log_model(framework, model, example)
+
+            step = "registering the model version"
+            version = mlflow.register_model(info.model_uri, model_name).version
+
+            step = "moving the aliases"
+            moved[CHALLENGER] = _alias_version(client, model_name, CHALLENGER)
+            client.set_registered_model_alias(model_name, CHALLENGER, version)
+            # Read the champion's metric right before moving the alias, so a concurrent
+            # registration that already won cannot be overwritten by a worse model.
+            current = _alias_version(client, model_name, CHAMPION)
+            best = current and client.get_run(current.run_id).data.metrics.get(rule.metric)
+            promoted = rule.beats(candidate, best)
+            if promoted:
+                moved[CHAMPION] = current
+                client.set_registered_model_alias(model_name, CHAMPION, version)
+            mlflow.end_run("FINISHED")
+        except BaseException as exc:  # Ctrl-C too: never leave an aliased half-registration
+            clean = _rollback(client, model_name, run_id, version, moved)
+            if not isinstance(exc, Exception):
+                raise
+            fix = _FIXES[step].format(uri=uri, framework=framework, name=model_name)
+            if not clean:
+                fix += (f" (cleanup failed too: delete the versions of run {run_id} of "
+                        f"'{model_name}' by hand)")
+            raise RegistryError(f"registering model '{model_name}' failed while {step}: "
+                                f"{type(exc).__name__}: {exc}. Fix: {fix}.") from exc
+    return RegisteredModel(
+        name=model_name, version=str(version), run_id=run_id, uri=f"models:/{model_name}/{version}",
+        aliases=[CHALLENGER, CHAMPION] if promoted else [CHALLENGER],
+        metrics={k: float(v) for k, v in metrics.items()}, promoted=promoted,
+        champion_version=str(version if promoted else (current.version if current else "")),
+    )
+
+
+def _rollback(client: MlflowClient, name: str, run_id: str | None, version: str | None,
+              moved: dict[str, Any]) -> bool:
+    """Best effort: delete this run's versions, hand moved aliases back, end the run FAILED.
+    Returns False when the cleanup itself failed (the store is likely unreachable)."""
+    clean = True
+    try:
+        if run_id:
+            stale = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+            for v in {str(x.version) for x in stale} | ({str(version)} if version else set()):
+                client.delete_model_version(name, v)
+            for alias, previous in moved.items():
+                if previous is not None and _alias_version(client, name, alias) is None:
+                    client.set_registered_model_alias(name, alias, previous.version)
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        clean = False
+    active = mlflow.active_run()
+    try:
+        if run_id and active is not None and active.info.run_id == run_id:
+            mlflow.end_run("FAILED")
+        elif run_id:
+            client.set_terminated(run_id, "FAILED")
+    except Exception:  # noqa: BLE001
+        clean = False
+    return clean
+
+
+def get_champion(model_name: str) -> tuple[str, dict[str, float]] | None:
+    """The champion's version and its run's metrics, or None when there is no champion yet."""
+    client = MlflowClient(tracking_uri=tracking_uri())
+    try:
+        current = _alias_version(client, model_name, CHAMPION)
+        if current is None:
+            return None
+        return str(current.version), dict(client.get_run(current.run_id).data.metrics)
+    except MlflowException as exc:
+        raise RegistryError(f"cannot read the champion of model '{model_name}': {exc}. Fix: "
+                            f"check that the tracking store {tracking_uri()} is reachable") from exc
+
+
+def load_champion(model_name: str) -> mlflow.pyfunc.PyFuncModel:
+    """`models:/<name>@champion` as a pyfunc model, whatever flavour it was logged in."""
+    with _pinned_uri(tracking_uri()):
+        try:
+            return mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+        except MlflowException as exc:
+            raise RegistryError(f"cannot load the champion of model '{model_name}': {exc}. Fix: "
+                                "register a model first, or check MLFLOW_TRACKING_URI") from exc
