@@ -1,0 +1,202 @@
+"""The training-pipeline flow end to end: Prefect test harness, real local Ray, MLflow SQLite in tmp."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from trainflow.errors import DataError, DataSourceNotFound, ResourceError, SchemaValidationError
+from trainflow.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_SPEC = ROOT / "deployments" / "specs" / "credit_risk_xgboost.yaml"
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, warehouse):
+    """A project dir: the demo warehouse, its own MLflow store, specs pointing at both."""
+    root = tmp_path_factory.mktemp("project")
+    with duckdb.connect(str(warehouse), read_only=True) as src, duckdb.connect(str(root / "bad.duckdb")) as dst:
+        frame = src.execute("SELECT * FROM TRAINING_DATA").df()  # noqa: F841 - read by name below
+        bad = frame.copy()
+        bad.loc[[2, 9, 40], "age"] = 12  # schema: age >= 18
+        nulls = frame.copy()
+        nulls.loc[[5], "default_risk"] = np.nan
+        dst.execute("CREATE TABLE UNDERAGE AS SELECT * FROM bad")
+        dst.execute("CREATE TABLE NULL_LABELS AS SELECT * FROM nulls")
+        dst.execute("CREATE TABLE EMPTY AS SELECT * FROM frame LIMIT 0")
+        dst.execute("CREATE TABLE FEWER_COLUMNS AS SELECT age, income, default_risk FROM frame")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+        yield root
+
+
+def demo_spec(warehouse: Path, **changes) -> dict:
+    spec = yaml.safe_load(DEMO_SPEC.read_text())
+    spec["data"]["train"]["database"] = spec["data"]["eval"]["database"] = str(warehouse)
+    spec["trainer"]["n_estimators"] = 30
+    spec.pop("schedule")
+    for dotted, value in changes.items():
+        node = spec
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return spec
+
+
+def run_flow(spec: dict):
+    from flows.training import training_pipeline
+
+    return training_pipeline(parse_spec(copy.deepcopy(spec)), return_state=True)
+
+
+def versions(name: str) -> list:
+    try:
+        return MlflowClient().search_model_versions(f"name='{name}'")
+    except Exception:
+        return []
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_cluster, prefect_api, workdir, warehouse):
+    state = run_flow(demo_spec(warehouse, name="pipe-good", register__model_name="pipe-model"))
+    assert state.is_completed(), state.message
+    return state
+
+
+def test_pipeline_registers_a_loadable_champion(first_run, warehouse):
+    result = first_run.result()
+    assert result["name"] == "pipe-model" and result["version"] == "1"
+    assert set(result["aliases"]) == {"champion", "challenger"}
+    assert set(result["metrics"]) == {"rmse", "mae", "r2"} and result["metrics"]["r2"] > 0.5
+    model = mlflow.pyfunc.load_model("models:/pipe-model@champion")
+    from trainflow.data import connect
+
+    frame = connect(str(warehouse)).table("EVAL_DATA").to_pandas()
+    pred = np.asarray(model.predict(frame[["age", "income", "credit_score"]]))
+    assert pred.shape == (len(frame),)
+    rmse = float(np.sqrt(np.mean((pred - frame["default_risk"].to_numpy()) ** 2)))
+    assert rmse == pytest.approx(result["metrics"]["rmse"], rel=1e-4)  # evaluate step = what MLflow serves
+    run = MlflowClient().get_run(result["run_id"])
+    assert run.info.experiment_id == mlflow.get_experiment_by_name("pipe-good").experiment_id
+    plots = {a.path for a in MlflowClient().list_artifacts(result["run_id"], "plots")}
+    assert len([p for p in plots if p.endswith(".png")]) == 2, plots  # feature importance, learning curve
+
+
+def test_worse_run_does_not_take_champion(first_run, warehouse):
+    state = run_flow(demo_spec(warehouse, name="pipe-good", register__model_name="pipe-model",
+                               trainer__n_estimators=2))
+    assert state.is_completed(), state.message
+    second = state.result()
+    assert second["version"] == "2" and second["aliases"] == ["challenger"]
+    assert second["metrics"]["rmse"] > first_run.result()["metrics"]["rmse"]
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("pipe-model", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("pipe-model", "challenger").version) == "2"
+
+
+def test_flow_run_has_artifacts_and_progress_logs(first_run, prefect_api):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+
+    async def fetch():
+        async with get_client() as client:
+            run_id = first_run.state_details.flow_run_id
+            arts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            return arts, logs
+
+    import asyncio
+
+    arts, logs = asyncio.run(fetch())
+    assert {a.key for a in arts} >= {"validation-report", "metrics", "model-version"}
+    metrics = next(a for a in arts if a.key == "metrics")
+    assert "rmse" in str(metrics.data)
+    messages = [log.message for log in logs]
+    assert any(m.startswith("fit [10]") and "eval-rmse" in m for m in messages), messages[:20]
+
+
+BAD_INPUTS = {
+    "schema-violation": (dict(data__train__table="UNDERAGE"), SchemaValidationError, r"age.*3 rows"),
+    "null-labels": (dict(data__train__table="NULL_LABELS"), SchemaValidationError, "default_risk"),
+    "empty-table": (dict(data__train__table="EMPTY"), DataError, "no rows"),
+    "missing-table": (dict(data__train__table="NOPE"), DataSourceNotFound, "NOPE"),
+    "missing-file": (dict(data__train={"parquet": "missing/*.parquet"}), DataSourceNotFound, "missing"),
+    "missing-feature": (dict(features=["age", "income", "credit_score", "tenure"]), DataError, "tenure"),
+    "eval-columns-differ": (dict(data__eval__table="FEWER_COLUMNS"), DataError, "credit_score"),
+    "too-many-workers": (dict(trainer__scaling={"num_workers": 16}), ResourceError, "16 worker"),
+    "gpu-on-cpu-cluster": (dict(trainer__scaling={"use_gpu": True}), ResourceError, "no GPUs"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_fails_before_training_and_registers_nothing(ray_cluster, prefect_api, workdir, warehouse,
+                                                               case):
+    changes, error, match = BAD_INPUTS[case]
+    spec = demo_spec(warehouse, name=f"bad-{case}", register__model_name=f"bad-{case}", **changes)
+    if spec["data"]["train"].get("table") in ("UNDERAGE", "NULL_LABELS", "EMPTY"):
+        spec["data"]["train"]["database"] = str(workdir / "bad.duckdb")
+    if spec["data"]["eval"].get("table") == "FEWER_COLUMNS":
+        spec["data"]["eval"]["database"] = str(workdir / "bad.duckdb")
+    state = run_flow(spec)
+    assert state.is_failed()
+    with pytest.raises(error, match=match):
+        state.result()
+    assert versions(f"bad-{case}") == []
+
+
+def test_cli_run_json_and_failure_paragraph(prefect_api, workdir, warehouse, tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(demo_spec(warehouse, name="cli-job", register__model_name="cli-model")))
+    env = dict(os.environ, PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=f"sqlite:///{workdir}/mlflow.db")
+    env.pop("RAY_ADDRESS", None)
+    cli = [sys.executable, "-m", "trainflow.cli"]
+    done = subprocess.run(cli + ["run", str(spec_path), "--set", "trainer.n_estimators=12", "--json"],
+                          capture_output=True, text=True, env=env, cwd=workdir, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["uri"] == "models:/cli-model/1" and result["champion_uri"] == "models:/cli-model@champion"
+    assert "champion" in result["aliases"] and set(result["metrics"]) == {"rmse", "mae", "r2"}
+    assert "Registered cli-model version 1" in done.stdout
+
+    spec_path.write_text(spec_path.read_text() + "\nextra_key: 1\n")
+    bad = subprocess.run(cli + ["run", str(spec_path)], capture_output=True, text=True, env=env, cwd=workdir,
+                         timeout=120)
+    assert bad.returncode == 2
+    assert "extra_key" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) <= 3
+
+
+def test_cli_validate_reports_schema_failures(workdir, warehouse, tmp_path):
+    spec = demo_spec(warehouse, name="val-job")
+    spec["data"]["train"] = {"table": "UNDERAGE", "database": str(workdir / "bad.duckdb")}
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-m", "trainflow.cli", "validate", str(spec_path)],
+                          capture_output=True, text=True, env=env, cwd=workdir, timeout=180)
+    assert done.returncode == 1
+    assert "age" in done.stderr and "3 rows" in done.stderr and "Traceback" not in done.stderr
