@@ -66,7 +66,7 @@ def demo_spec(warehouse: Path, **changes) -> dict:
 
 
 def run_flow(spec: dict):
-    from flows.training import training_pipeline
+    from flows.pipeline import training_pipeline
 
     return training_pipeline(parse_spec(copy.deepcopy(spec)), return_state=True)
 

@@ -27,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
                          help="override a spec value, e.g. --set trainer.n_estimators=200")
         cmd.add_argument("--json", action="store_true", help="end with one JSON line of the result")
         cmd.add_argument("--debug", action="store_true", help="show tracebacks")
+    serve = sub.add_parser("serve", help="serve one deployment per job spec, with its schedule")
+    serve.add_argument("paths", nargs="*", help="spec files or folders (default deployments/specs)")
+    serve.add_argument("--limit", type=int, default=None, help="most flow runs at once")
+    deps = sub.add_parser("deployments", help="render deployments/prefect.yaml from the job specs")
+    deps.add_argument("paths", nargs="*", help="spec files or folders (default deployments/specs)")
+    deps.add_argument("--write", action="store_true", help="write deployments/prefect.yaml")
     server = sub.add_parser("server", help="the local Prefect server (used when PREFECT_API_URL is unset)")
     server.add_argument("action", choices=["start", "stop", "status"])
     return parser
@@ -35,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": _run, "validate": _validate, "server": _server}[args.command](args)
+        commands = {"run": _run, "validate": _validate, "serve": _serve, "deployments": _deployments,
+                    "server": _server}
+        return commands[args.command](args)
     except TrainflowError as exc:
         if args.debug:
             raise
@@ -58,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, args.overrides)
     api = ensure_server()  # before Prefect or Ray start, so Ray workers inherit PREFECT_API_URL
-    from flows.training import training_pipeline
+    from flows.pipeline import training_pipeline
     from trainflow.registry import get_champion, tracking_uri
 
     start = time.perf_counter()
@@ -113,6 +121,51 @@ def _validate(args: argparse.Namespace) -> int:
           f"({data.eval_source}) pass every schema check.")
     if args.json:
         print(json.dumps(summary))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Serve the deployments in the foreground; Ctrl-C stops what this command started, nothing else."""
+    import os
+
+    from trainflow import prefect_server
+    from trainflow.cluster import ensure_cluster
+
+    own_server = not os.environ.get("PREFECT_API_URL") and prefect_server.running() is None
+    api = prefect_server.ensure_server()
+    try:
+        if not os.environ.get("RAY_ADDRESS"):
+            import ray
+
+            ensure_cluster()  # one embedded Ray for every served run, which connect to it as drivers
+            os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        from prefect import serve
+
+        from flows.deployments import build
+
+        deployments = build(args.paths)
+        ui = api.removesuffix("/api")
+        print(f"Serving {len(deployments)} deployment(s) of training-pipeline: "
+              + ", ".join(d.name for d in deployments))
+        print(f"Prefect UI: {ui}/deployments  (Ctrl-C stops serving)")
+        serve(*deployments, limit=args.limit, print_starting_message=False)
+    finally:
+        if own_server:
+            prefect_server.stop()
+    return 0
+
+
+def _deployments(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flows.deployments import prefect_yaml
+
+    text = prefect_yaml(args.paths)
+    if args.write:
+        Path("deployments/prefect.yaml").write_text(text)
+        print("wrote deployments/prefect.yaml")
+    else:
+        print(text, end="")
     return 0
 
 

@@ -7,9 +7,12 @@ call leaves no version behind with an alias (the version is deleted and the run 
 from __future__ import annotations
 
 import copy
+import fcntl
+import hashlib
 import math
 import os
 import re
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -190,6 +193,39 @@ def _log_model(framework: Framework, model: Any, example: pd.DataFrame) -> Any:
                              pip_requirements=_requirements(flavour))
 
 
+@contextmanager
+def _machine_lock(*key_parts: str) -> Iterator[None]:
+    """An exclusive lock shared by every process on this machine for the same key."""
+    key = hashlib.sha256("|".join(key_parts).encode()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), f"trainflow-{key}.lock")
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _promotion_lock(uri: str, model_name: str):
+    """Serialise read-compare-move of the aliases among processes on this machine.
+
+    MLflow has no compare-and-set for aliases; runs on one machine (a served deployment, parallel
+    CLI runs) take this lock. Across machines the re-read right before the move narrows the window.
+    """
+    return _machine_lock("promote", uri, model_name)
+
+
+def _client(uri: str) -> MlflowClient:
+    """A client whose SQLite store was created/migrated under a lock: two first runs at once would
+    otherwise race the schema migration and one would fail."""
+    if not uri.startswith("sqlite:"):
+        return MlflowClient(tracking_uri=uri)
+    with _machine_lock("store", uri):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    return client
+
+
 def _alias_version(client: MlflowClient, name: str, alias: str) -> Any | None:
     """The version holding `alias`, None if nobody does. Other errors propagate: reading "no
     champion" from a flaky store would promote any model."""
@@ -251,10 +287,11 @@ def register_model(
     candidate = float(metrics[rule.metric])
 
     uri = tracking_uri()
-    client = MlflowClient(tracking_uri=uri)
     step, run_id, version, moved = "starting the run", None, None, {}
+    client = None  # the rollback only touches the store once a run exists
     with _pinned_uri(uri):
         try:
+            client = _client(uri)
             exp = client.get_experiment_by_name(experiment)
             exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
             run = mlflow.start_run(experiment_id=exp_id, nested=mlflow.active_run() is not None)
@@ -286,16 +323,17 @@ def register_model(
             version = mlflow.register_model(info.model_uri, model_name).version
 
             step = "moving the aliases"
-            moved[CHALLENGER] = _alias_version(client, model_name, CHALLENGER)
-            client.set_registered_model_alias(model_name, CHALLENGER, version)
-            # Read the champion's metric right before moving the alias, so a concurrent
-            # registration that already won cannot be overwritten by a worse model.
-            current = _alias_version(client, model_name, CHAMPION)
-            best = current and client.get_run(current.run_id).data.metrics.get(rule.metric)
-            promoted = rule.beats(candidate, best)
-            if promoted:
-                moved[CHAMPION] = current
-                client.set_registered_model_alias(model_name, CHAMPION, version)
+            with _promotion_lock(uri, model_name):
+                moved[CHALLENGER] = _alias_version(client, model_name, CHALLENGER)
+                client.set_registered_model_alias(model_name, CHALLENGER, version)
+                # Read the champion's metric right before moving the alias, so a concurrent
+                # registration that already won cannot be overwritten by a worse model.
+                current = _alias_version(client, model_name, CHAMPION)
+                best = current and client.get_run(current.run_id).data.metrics.get(rule.metric)
+                promoted = rule.beats(candidate, best)
+                if promoted:
+                    moved[CHAMPION] = current
+                    client.set_registered_model_alias(model_name, CHAMPION, version)
             mlflow.end_run("FINISHED")
         except BaseException as exc:  # Ctrl-C too: never leave an aliased half-registration
             clean = _rollback(client, model_name, run_id, version, moved)
@@ -343,8 +381,8 @@ def _rollback(client: MlflowClient, name: str, run_id: str | None, version: str 
 
 def get_champion(model_name: str) -> tuple[str, dict[str, float]] | None:
     """The champion's version and its run's metrics, or None when there is no champion yet."""
-    client = MlflowClient(tracking_uri=tracking_uri())
     try:
+        client = _client(tracking_uri())
         current = _alias_version(client, model_name, CHAMPION)
         if current is None:
             return None

@@ -1,0 +1,91 @@
+"""Deployments of `training-pipeline`: one per job spec, named after the spec, on the spec's schedule.
+
+`serve(...)` runs them in this process (schedules fire while it runs); `prefect_yaml(...)` renders the
+same deployments for a process work pool (`deployments/prefect.yaml`, `prefect deploy --all`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainflow.spec import JobSpec, ScheduleSpec, load_spec
+
+SPECS_DIR = Path("deployments/specs")
+WORK_POOL = "trainflow"
+ENTRYPOINT = "flows/training.py:training_pipeline"
+
+
+def spec_paths(paths: list[str] | None = None) -> list[Path]:
+    """The given spec files, or every `*.yaml` in the given folders (default deployments/specs)."""
+    found: list[Path] = []
+    for raw in paths or [str(SPECS_DIR)]:
+        path = Path(raw)
+        found.extend(sorted(path.glob("*.y*ml")) if path.is_dir() else [path])
+    return found
+
+
+def spec_parameter(spec: JobSpec) -> dict[str, Any]:
+    """The spec as the deployment's default parameter (JSON, with the YAML key names)."""
+    return spec.model_dump(mode="json", by_alias=True, exclude={"schedule"}, exclude_none=True)
+
+
+def schedules_of(spec: JobSpec) -> list:
+    from prefect.schedules import Cron, Interval
+
+    s: ScheduleSpec | None = spec.schedule
+    if s is None:
+        return []
+    if s.cron is not None:
+        return [Cron(s.cron, timezone=s.timezone)]
+    return [Interval(s.interval_seconds, timezone=s.timezone)]
+
+
+def build(paths: list[str] | None = None) -> list:
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.pipeline import training_pipeline
+
+    deployments = []
+    for path in spec_paths(paths):
+        spec = load_spec(path)
+        deployments.append(training_pipeline.to_deployment(
+            name=spec.name, schedules=schedules_of(spec), parameters={"spec": spec_parameter(spec)},
+            description=f"{spec.name}: trains and registers '{spec.register.model_name}' (spec {path})",
+            tags=["trainflow", spec.trainer.framework], enforce_parameter_schema=True,
+            entrypoint_type=EntrypointType.MODULE_PATH,  # import flows.pipeline by name: Ray workers can too
+        ))
+    return deployments
+
+
+def prefect_yaml(paths: list[str] | None = None) -> str:
+    """`deployments/prefect.yaml`: the same deployments for the `trainflow` process work pool."""
+    deployments = []
+    for path in spec_paths(paths):
+        spec = load_spec(path)
+        entry: dict[str, Any] = {
+            "name": spec.name, "entrypoint": ENTRYPOINT, "tags": ["trainflow", spec.trainer.framework],
+            "description": f"{spec.name}: trains and registers '{spec.register.model_name}' (spec {path})",
+            "work_pool": {"name": WORK_POOL}, "parameters": {"spec": spec_parameter(spec)},
+            "enforce_parameter_schema": True,
+        }
+        if spec.schedule is not None:
+            s = spec.schedule
+            entry["schedules"] = [{"cron": s.cron, "timezone": s.timezone} if s.cron
+                                  else {"interval": s.interval_seconds, "timezone": s.timezone}]
+        deployments.append(entry)
+    header = (
+        "# Generated from deployments/specs by `trainflow deployments --write` — edit the specs, not this.\n"
+        "# Production path: a process work pool `trainflow` and a worker on a machine with this project:\n"
+        "#   prefect work-pool create trainflow --type process\n"
+        "#   prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml   (from the project root)\n"
+        "#   prefect worker start --pool trainflow\n"
+    )
+    body = {
+        "name": "trainflow",
+        "prefect-version": "3.9.1",
+        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PWD }}"}}],
+        "deployments": deployments,
+    }
+    return header + yaml.safe_dump(body, sort_keys=False, width=110)

@@ -1,0 +1,51 @@
+"""The `training-pipeline` flow: spec → load → shard → fit → evaluate → register."""
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect_ray import RayTaskRunner
+from prefect_ray.context import remote_options
+
+from tasks import evaluate, fit, load, register, shard
+from trainflow.cluster import ensure_cluster
+from trainflow.distributors.progress import ProgressChannel
+from trainflow.spec import JobSpec, parse_spec
+
+
+class TrainflowRayTaskRunner(RayTaskRunner):
+    """RayTaskRunner on trainflow's cluster: RAY_ADDRESS when set, else the embedded loopback Ray."""
+
+    def __enter__(self):
+        ensure_cluster()
+        return super().__enter__()
+
+
+# Parameters are validated by parse_spec in the body rather than by Prefect, so a bad value from the
+# UI fails the run with trainflow's spec error (key path + accepted values), not a raw pydantic dump.
+@flow(name="training-pipeline", task_runner=TrainflowRayTaskRunner(), persist_result=True,
+      log_prints=True, validate_parameters=False)
+def training_pipeline(spec: JobSpec) -> dict[str, Any]:
+    """Train, evaluate and register one model as the spec describes; returns the registered version."""
+    spec = parse_spec(spec, source="flow parameter 'spec'")
+    logger = get_run_logger()
+    data = load(spec)
+    logger.info("Loaded %d training rows and %d eval rows (%s); schema checks passed.",
+                data.train_rows, data.eval_rows, data.eval_source)
+    plan = shard(spec, data)
+    channel = ProgressChannel() if spec.trainer.verbose_eval else None
+    drain = channel.drain_to(lambda line: logger.info("fit %s", line)) if channel else None
+    try:
+        with remote_options(num_cpus=0, num_gpus=0):  # the workers take the resources, not this task
+            outcome = fit.submit(spec, data, plan, channel).result()
+    finally:
+        if drain is not None:
+            drain.stop()
+            channel.close()
+    logger.info("Fit took %.1fs on %s", outcome.seconds, plan.summary())
+    metrics = evaluate(spec, outcome, data)
+    logger.info("Eval metrics: %s", ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
+    model = register(spec, outcome, metrics, data)
+    logger.info("Registered %s (aliases: %s); champion is version %s",
+                model.uri, ", ".join(model.aliases), model.champion_version)
+    return model.to_dict()
