@@ -27,9 +27,11 @@ def ensure_cluster(num_cpus: int | None = None, num_gpus: int | None = None) -> 
     address = os.environ.get("RAY_ADDRESS")
     try:
         if address:
+            _probe(address)
             ray.init(address=address, log_to_driver=_worker_logs(), logging_level="WARNING")
         else:
             ray.init(
+                address="local",  # always our own cluster, never one another process left running
                 num_cpus=num_cpus,
                 num_gpus=num_gpus,
                 include_dashboard=False,
@@ -43,6 +45,29 @@ def ensure_cluster(num_cpus: int | None = None, num_gpus: int | None = None) -> 
             f"Cannot connect to Ray at {where}: {exc}. Check that the cluster is running and reachable "
             "(`ray status`), or unset RAY_ADDRESS to use the embedded local cluster."
         ) from exc
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail within seconds on an unreachable RAY_ADDRESS (ray.init would retry for minutes)."""
+    import socket
+
+    if address == "auto":
+        return  # Ray reads the local cluster's address file and fails fast itself when none runs
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ResourceError(
+            f"RAY_ADDRESS={address!r} is not an address: use host:port (GCS, default port 6379), "
+            "ray://host:10001 (Ray Client) or auto."
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ResourceError(
+            f"Cannot reach the Ray cluster at RAY_ADDRESS={address!r} ({exc}). Start it (`ray start "
+            "--head`), fix the address, or unset RAY_ADDRESS to use the embedded local cluster."
+        ) from None
 
 
 def _worker_logs() -> bool:
