@@ -5,6 +5,7 @@ pay Ray's start-up again.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -30,6 +31,9 @@ def ensure_cluster(num_cpus: int | None = None, num_gpus: int | None = None) -> 
             _probe(address)
             ray.init(address=address, log_to_driver=_worker_logs(), logging_level="WARNING")
         else:
+            # Ray's default token auth stays on (token generated in ~/.ray on first start); only its
+            # notice about that, printed on every start, is hidden.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             ray.init(
                 address="local",  # always our own cluster, never one another process left running
                 num_cpus=num_cpus,
