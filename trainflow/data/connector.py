@@ -115,6 +115,20 @@ class DataConnector:
         """The rows as pandas (all of them, or the first `limit`), numpy-backed dtypes."""
         return self.to_arrow(limit=limit).to_pandas()
 
+    def to_torch_dataset(self, *, batch_size: int | None = None, shuffle: bool = False,
+                         drop_last_batch: bool = True, seed: int | None = None,
+                         columns: Sequence[str] | None = None):
+        """A torch IterableDataset of dicts column → tensor (see trainflow/data/torch.py for shapes).
+
+        `batch_size=None` yields single rows (scalar columns `(1,)`); an int yields batches with
+        scalar columns as `(B, 1)`. `shuffle` uses `seed` (drawn once when None), a new order per
+        epoch. `drop_last_batch` drops a final batch shorter than `batch_size`.
+        """
+        from trainflow.data.torch import TorchDataset
+
+        return TorchDataset(self, batch_size=batch_size, shuffle=shuffle, drop_last_batch=drop_last_batch,
+                            seed=seed, columns=columns)
+
     def to_ray_dataset(self):
         """A Ray Dataset; shards are read by Ray tasks, never through the driver."""
         import ray

@@ -9,6 +9,10 @@ from trainflow.spec import JobSpec
 
 
 def evaluate(spec: JobSpec, outcome: FitOutcome, data: LoadedData) -> dict[str, float]:
+    if outcome.framework == "pytorch":
+        from trainflow.pipeline import torch_steps
+
+        return torch_steps.evaluate(spec, outcome, data)
     est = outcome.estimator
     stats = score_connector(est._adapter, est.get_booster(), data.eval, list(spec.features), spec.label,
                             spec.task)

@@ -40,6 +40,10 @@ def build_estimator(spec: JobSpec, shard_plan: ShardPlan) -> DistributedBoosting
 
 def fit(spec: JobSpec, data: LoadedData, shard_plan: ShardPlan,
         progress: Callable[[str], None] | ProgressChannel | None = None) -> FitOutcome:
+    if spec.trainer.framework == "pytorch":
+        from trainflow.pipeline import torch_steps
+
+        return torch_steps.fit(spec, data, shard_plan, progress)
     estimator = build_estimator(spec, shard_plan)
     start = time.perf_counter()
     estimator.fit(data.train, list(spec.features), spec.label, eval_set=data.eval,

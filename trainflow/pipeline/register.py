@@ -8,6 +8,10 @@ from trainflow.spec import JobSpec
 
 
 def register(spec: JobSpec, outcome: FitOutcome, metrics: dict[str, float], data: LoadedData) -> RegisteredModel:
+    if outcome.framework == "pytorch":
+        from trainflow.pipeline import torch_steps
+
+        return torch_steps.register(spec, outcome, metrics, data)
     features = list(spec.features)
     example = data.train.to_pandas(limit=5)[features]
     t = spec.trainer

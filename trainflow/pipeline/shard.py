@@ -22,6 +22,10 @@ class ShardPlan:
 
 
 def plan(spec: JobSpec, data: LoadedData) -> ShardPlan:
+    if spec.trainer.framework == "pytorch":
+        from trainflow.pipeline import torch_steps
+
+        return torch_steps.plan(spec, data)
     scaling = spec.trainer.scaling
     placement = decide_placement(
         ScalingRequest(scaling.num_workers, scaling.num_cpu_per_worker, scaling.use_gpu), cluster_nodes()
