@@ -142,11 +142,8 @@ def test_ui_style_runs_with_edited_parameters_and_concurrency(served):
     assert {r["name"] for r in results} == {"dep-model"}
     better = min(results, key=lambda r: r["metrics"]["rmse"])
     assert better["metrics"]["rmse"] < max(r["metrics"]["rmse"] for r in results)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{served['root']}/mlflow.db"
-    try:
-        champion = MlflowClient().get_model_version_by_alias("dep-model", "champion")
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI")
+    client = MlflowClient(tracking_uri=f"sqlite:///{served['root']}/mlflow.db")
+    champion = client.get_model_version_by_alias("dep-model", "champion")
     assert str(champion.version) == better["version"]
 
 

@@ -13,12 +13,13 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.types as pat
 
 from trainflow.data.connector import DataConnector
@@ -46,6 +47,10 @@ class WorkerJob:
     verbose_eval: int | None = None
     progress: ProgressChannel | None = None
     callbacks: list[Any] = field(default_factory=list)
+    # categorical feature -> its categories (code = position); only for adapters that support them
+    categories: dict[str, list] = field(default_factory=dict)
+    # adapter-specific driver-side helpers (e.g. actor handles) set in BoostingAdapter.begin_fit
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +65,8 @@ class BoostingAdapter:
 
     name: str = ""
     model_suffix: str = ""
+    # True: string/dictionary feature columns are encoded as category codes (see categorical_columns)
+    supports_categorical: bool = False
 
     def trainer_cls(self):
         raise NotImplementedError
@@ -76,19 +83,41 @@ class BoostingAdapter:
     def predict(self, booster: Any, features: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    # Optional hooks; the defaults do nothing, so an adapter only overrides what it needs.
+    def begin_fit(self, job: WorkerJob, placement: Placement) -> None:
+        """Driver side, after planning and before any worker starts: probe devices, start helpers
+        (stored in `job.extras`); raising here refuses the fit before training."""
+
+    def end_fit(self, job: WorkerJob) -> None:
+        """Driver side, after the workers are done (also on failure): release what begin_fit made."""
+
+    def feature_categories(self, booster: Any, schema: pa.Schema, input_cols: list[str]) -> dict[str, list]:
+        """Categorical feature -> its categories as the trained booster encodes them (for prediction)."""
+        return {}
+
 
 # ------------------------------------------------------------------------------- worker side
 def read_shard(connector: DataConnector, input_cols: Sequence[str], label_col: str | None,
-               where: str) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """The worker's shard as float32 (features, label) chunks; labels checked for null/NaN here."""
+               where: str, categories: Mapping[str, Sequence] | None = None,
+               ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The worker's shard as float32 (features, label) chunks; labels checked for null/NaN here.
+
+    Columns named in `categories` are encoded as the position of their value in that list (values
+    not in it, and nulls, become NaN: missing).
+    """
     columns = list(input_cols) + ([label_col] if label_col else [])
+    categories = categories or {}
+    value_sets: dict[str, pa.Array] = {}
     chunks = []
     for batch in connector.iter_batches(columns):
         if batch.num_rows == 0:
             continue
         features = np.empty((batch.num_rows, len(input_cols)), dtype=np.float32)
         for j, name in enumerate(input_cols):
-            features[:, j] = _column_to_numpy(batch.column(j), name)
+            if name in categories:
+                features[:, j] = _encode_categories(batch.column(j), name, categories[name], value_sets, where)
+            else:
+                features[:, j] = _column_to_numpy(batch.column(j), name)
         label = None
         if label_col:
             col = batch.column(len(input_cols))
@@ -112,6 +141,77 @@ def _column_to_numpy(col: pa.Array, name: str) -> np.ndarray:
     if col.null_count:
         col = col.cast(pa.float64())  # nulls become NaN: missing values for the booster
     return col.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+
+
+def is_categorical_type(type_: pa.DataType) -> bool:
+    """String and dictionary columns: what an adapter with categorical support encodes as categories."""
+    return (pat.is_dictionary(type_) or pat.is_string(type_) or pat.is_large_string(type_)
+            or pat.is_string_view(type_))
+
+
+def categorical_columns(schema: pa.Schema, input_cols: Sequence[str]) -> list[str]:
+    """The feature columns of `schema` (in input order) that are categorical by type."""
+    return [c for c in input_cols if c in schema.names and is_categorical_type(schema.field(c).type)]
+
+
+def _encode_categories(col: pa.Array, name: str, categories: Sequence, value_sets: dict[str, pa.Array],
+                       where: str) -> np.ndarray:
+    if not is_categorical_type(col.type):
+        raise DataError(
+            f"Feature column {name!r} is categorical (string/dictionary) in the training data but has type "
+            f"{col.type} in {where}. Give it the same type everywhere (e.g. CAST({name} AS VARCHAR))."
+        )
+    if pat.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if pat.is_string_view(col.type):
+        col = col.cast(pa.string())
+    values = value_sets.get(name)
+    if values is None or values.type != col.type:
+        try:
+            values = value_sets[name] = pa.array(list(categories), type=col.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            raise DataError(
+                f"Feature column {name!r} in {where} has type {col.type}, which does not match the categories "
+                f"it was trained with (e.g. {list(categories)[:3]}). Give it the same type everywhere."
+            ) from None
+    codes = pc.index_in(col, value_set=values)  # null where the value is unknown or null
+    return codes.cast(pa.float32()).to_numpy(zero_copy_only=False)
+
+
+def collect_categories(connectors: Sequence[DataConnector], columns: Sequence[str]) -> dict[str, list]:
+    """Every distinct non-null value of `columns` across `connectors`, sorted: one category list per
+    column that every worker then encodes with (code = position), so codes agree across workers.
+
+    Read by Ray tasks over shards (only these columns); only the distinct values reach the driver.
+    """
+    import ray
+
+    from trainflow.cluster import ensure_cluster
+
+    if not columns:
+        return {}
+    ensure_cluster()
+    parts = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    task = _remote(_distinct_values)
+    found = ray.get([task.remote(shard, list(columns)) for conn in connectors for shard in conn.split(parts)])
+    out = {}
+    for name in columns:
+        values: set = set()
+        for part in found:
+            values.update(part[name])
+        out[name] = sorted(values)
+    return out
+
+
+def _distinct_values(shard: DataConnector, columns: list[str]) -> dict[str, set]:
+    seen: dict[str, set] = {name: set() for name in columns}
+    for batch in shard.iter_batches(columns):
+        for j, name in enumerate(columns):
+            col = batch.column(j)
+            if pat.is_dictionary(col.type):
+                col = col.dictionary_decode()
+            seen[name].update(pc.unique(col).drop_null().to_pylist())
+    return seen
 
 
 def _non_numeric_message(name: str, type_: pa.DataType) -> str:
@@ -227,9 +327,10 @@ class DistributedBoostingEstimator:
         ensure_cluster()
         train = _as_connector(dataset, "dataset")
         evaluation = _as_connector(eval_set, "eval_set") if eval_set is not None else None
+        categorical = categorical_columns(train.schema, input_cols) if self._adapter.supports_categorical else []
         for conn, what in ((train, "training data"), (evaluation, "eval_set")):
             if conn is not None:
-                check_training_schema(conn, input_cols, label_col, what)
+                check_training_schema(conn, input_cols, label_col, what, categorical=categorical)
         placement, params, rounds = self.plan()
 
         job = WorkerJob(
@@ -239,6 +340,8 @@ class DistributedBoostingEstimator:
             input_cols=input_cols, label_col=label_col, params=params, num_rounds=rounds,
             cpus=placement.cpus_per_worker, verbose_eval=period, callbacks=list(self.callbacks or []),
         )
+        if categorical:
+            job.categories = collect_categories([c for c in (train, evaluation) if c is not None], categorical)
         drain = own_channel = None
         if period:
             if isinstance(progress, ProgressChannel):
@@ -247,8 +350,12 @@ class DistributedBoostingEstimator:
                 job.progress = own_channel = ProgressChannel()
                 drain = own_channel.drain_to(progress or (lambda line: print(line, flush=True)))
         try:
-            result, run_dir = run_workers(_worker_loop, job, placement, self._adapter.trainer_cls(),
-                                          self._adapter.name)
+            self._adapter.begin_fit(job, placement)
+            try:
+                result, run_dir = run_workers(_worker_loop, job, placement, self._adapter.trainer_cls(),
+                                              self._adapter.name)
+            finally:
+                self._adapter.end_fit(job)
         finally:
             if drain is not None:
                 drain.stop()
@@ -299,8 +406,9 @@ class DistributedBoostingEstimator:
 def predict_connector(adapter: BoostingAdapter, booster: Any, connector: DataConnector,
                       input_cols: list[str]) -> np.ndarray:
     """Batch prediction as Ray tasks over contiguous shards; results concatenated in row order."""
-    check_training_schema(connector, input_cols, None, "prediction data")
-    out = _map_shards(_predict_shard, adapter, booster, connector, input_cols)
+    categories = adapter.feature_categories(booster, connector.schema, input_cols)
+    check_training_schema(connector, input_cols, None, "prediction data", categorical=list(categories))
+    out = _map_shards(_predict_shard, adapter, booster, connector, input_cols, categories)
     return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
 
 
@@ -309,8 +417,9 @@ def score_connector(adapter: BoostingAdapter, booster: Any, connector: DataConne
     """Metric sufficient statistics over every shard (see trainflow.metrics); rows stay on workers."""
     from trainflow.metrics import merge
 
-    check_training_schema(connector, input_cols, label_col, "eval data")
-    return merge(_map_shards(_score_shard, adapter, booster, connector, input_cols, label_col, task))
+    categories = adapter.feature_categories(booster, connector.schema, input_cols)
+    check_training_schema(connector, input_cols, label_col, "eval data", categorical=list(categories))
+    return merge(_map_shards(_score_shard, adapter, booster, connector, input_cols, label_col, task, categories))
 
 
 def _map_shards(fn: Callable, adapter: BoostingAdapter, booster: Any, connector: DataConnector, *args) -> list:
@@ -334,23 +443,26 @@ def _remote(fn: Callable):
     return ray.remote(num_cpus=1)(fn)
 
 
-def _predict_shard(adapter: BoostingAdapter, booster: Any, shard: DataConnector, input_cols: list[str]):
-    chunks = read_shard(shard, input_cols, None, shard.describe())
+def _predict_shard(adapter: BoostingAdapter, booster: Any, shard: DataConnector, input_cols: list[str],
+                   categories: dict[str, list] | None = None):
+    chunks = read_shard(shard, input_cols, None, shard.describe(), categories)
     preds = [adapter.predict(booster, features) for features, _ in chunks]
     return np.concatenate(preds) if preds else np.empty(0, dtype=np.float32)
 
 
 def _score_shard(adapter: BoostingAdapter, booster: Any, shard: DataConnector, input_cols: list[str],
-                 label_col: str, task: str) -> dict:
+                 label_col: str, task: str, categories: dict[str, list] | None = None) -> dict:
     from trainflow.metrics import merge, partial_stats
 
-    chunks = read_shard(shard, input_cols, label_col, f"the eval data ({shard.describe()})")
+    chunks = read_shard(shard, input_cols, label_col, f"the eval data ({shard.describe()})", categories)
     return merge([partial_stats(task, label, adapter.predict(booster, features)) for features, label in chunks])
 
 
 # ------------------------------------------------------------------------------- checks
-def check_training_schema(conn: DataConnector, input_cols: list[str], label_col: str | None, what: str) -> None:
-    """Columns present and numeric, data not empty: checked from metadata before any worker starts."""
+def check_training_schema(conn: DataConnector, input_cols: list[str], label_col: str | None, what: str,
+                          categorical: Collection[str] = ()) -> None:
+    """Columns present and numeric (or named in `categorical`), data not empty: checked from metadata
+    before any worker starts."""
     schema = conn.schema
     needed = list(input_cols) + ([label_col] if label_col else [])
     missing = [c for c in needed if c not in schema.names]
@@ -360,6 +472,8 @@ def check_training_schema(conn: DataConnector, input_cols: list[str], label_col:
             f"{schema.names}. Fix input_cols/label_col or the query."
         )
     for name in needed:
+        if name in categorical and name != label_col:
+            continue
         type_ = schema.field(name).type
         if pat.is_dictionary(type_):
             type_ = type_.value_type
