@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -467,6 +468,8 @@ def test_multi_node_ranks_and_model_location(tmp_path):
     """2 raylets × 1 CPU: one worker per node (node ranks 0 and 1, local rank 0), model in the stage."""
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
+    # its own Ray temp dir: a cluster started here must not be found by other Ray processes
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tfray-")
     subprocess.run([sys.executable, "-c", MULTI_NODE, str(tmp_path)], check=True, env=env, timeout=300,
                    cwd=ROOT)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

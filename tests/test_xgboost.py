@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -176,6 +177,32 @@ def test_missing_labels_are_refused(ray_cluster, holdout, bad):
         XGBEstimator(n_estimators=2).fit(frame, FEATURES, "y")
 
 
+def test_infinite_or_overflowing_features_are_named(ray_cluster, holdout):
+    frame = holdout.copy()
+    frame.loc[[4, 8], "f2"] = [np.inf, 1e300]  # 1e300 overflows float32
+    with pytest.raises(DataError, match=r"'f2' has 2 infinite"):
+        XGBEstimator(n_estimators=2).fit(frame, FEATURES, "y")
+
+
+def test_fewer_rows_than_workers_is_refused(ray_cluster, holdout):
+    with pytest.raises(DataError, match="1 row.*fewer than the 2 workers"):
+        XGBEstimator(n_estimators=2, scaling_config=XGBScalingConfig(num_workers=2)).fit(holdout.head(1), FEATURES, "y")
+
+
+def test_eval_set_smaller_than_the_worker_count(ray_cluster, holdout):
+    one = holdout.iloc[:1]  # one worker's eval shard is empty
+    est = XGBEstimator(n_estimators=3, scaling_config=XGBScalingConfig(num_workers=2))
+    est.fit(holdout, FEATURES, "y", eval_set=one)
+    assert est.get_eval_results()["eval"]["rmse"][-1] == pytest.approx(
+        abs(float(est.predict(one)[0]) - float(one["y"].iloc[0])), rel=1e-4)
+
+
+def test_native_worker_errors_are_summarised():
+    text = ("[05:50:01] /workspace/src/learner.cc:1523: Check failed: labels are not in [0, 1]\n"
+            "Stack trace:\n  [bt] (0) /lib/libxgboost.so(+0x1) [0x1]\n  [bt] (1) /lib/libffi.so.8(ffi_call)")
+    assert boosting._summary(text) == "Check failed: labels are not in [0, 1]"
+
+
 @pytest.mark.parametrize(
     "scaling, match",
     [
@@ -229,6 +256,7 @@ def test_gpu_placement_on_logical_gpus(tmp_path):
     """use_gpu=None on a cluster with 2 GPUs: one worker per GPU, distinct ids, device=cuda."""
     env = dict(os.environ, RAY_ADDRESS="")
     env.pop("RAY_ADDRESS")
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tfray-")  # isolated from the session cluster
     subprocess.run([sys.executable, "-c", GPU_PROBE, str(tmp_path)], check=True, env=env, timeout=240)
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan == {"workers": 2, "cpus": 2, "gpu": True}

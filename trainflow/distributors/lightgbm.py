@@ -40,9 +40,8 @@ from trainflow.distributors.boosting import (
     DistributedBoostingEstimator,
     WorkerJob,
     WorkerResult,
-    categorical_columns,
-    read_shard,
 )
+from trainflow.distributors.ingest import categorical_columns, read_shard
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.progress import format_metrics
 from trainflow.errors import ConfigError, DataError, ResourceError, TrainingError

@@ -12,8 +12,8 @@ from trainflow.distributors.boosting import (
     DistributedBoostingEstimator,
     WorkerJob,
     WorkerResult,
-    read_shard,
 )
+from trainflow.distributors.ingest import read_shard
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.progress import format_metrics
 
@@ -29,7 +29,9 @@ class _ChunkIter(xgb.DataIter):
 
     def __init__(self, chunks, feature_names: list[str]):
         super().__init__(release_data=True)
-        self._chunks, self._names, self._i = chunks, feature_names, 0
+        # a worker whose shard is empty still joins the collective with an empty matrix
+        empty = [(np.empty((0, len(feature_names)), np.float32), np.empty(0, np.float32))]
+        self._chunks, self._names, self._i = chunks or empty, feature_names, 0
 
     def next(self, input_data) -> bool:
         if self._i == len(self._chunks):
