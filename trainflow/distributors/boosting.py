@@ -34,6 +34,9 @@ from trainflow.errors import ConfigError, DataError, NotFittedError, TrainflowEr
 
 MODEL_FILE = "model.bin"
 PREDICT_ROWS_PER_TASK = 100_000
+# Survive worker loss by default: a checkpoint every 50 rounds, up to 3 restarts of the worker group.
+DEFAULT_CHECKPOINT_EVERY = 50
+DEFAULT_MAX_RESTARTS = 3
 HISTORY_FILE = "eval_history.json"
 
 
@@ -56,6 +59,17 @@ class WorkerJob:
     categories: dict[str, list] = field(default_factory=dict)
     # adapter-specific driver-side helpers (e.g. actor handles) set in BoostingAdapter.begin_fit
     extras: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every: int | None = None  # rounds between checkpoints (None: only the final model)
+    resume: ResumeState | None = None  # set on a worker restarted from a checkpoint
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """The latest checkpoint a restarted worker group continues from."""
+
+    model: bytes
+    history: dict[str, dict[str, list[float]]]
+    rounds_done: int
 
 
 @dataclass
@@ -72,6 +86,9 @@ class BoostingAdapter:
     model_suffix: str = ""
     # True: string/dictionary feature columns are encoded as category codes (see categorical_columns)
     supports_categorical: bool = False
+    # True: train() continues from job.resume and checkpoints every job.checkpoint_every rounds, so a
+    # lost worker group is restarted; False: a failure fails the fit
+    supports_resume: bool = False
 
     def trainer_cls(self):
         raise NotImplementedError
@@ -103,22 +120,65 @@ class BoostingAdapter:
 
 # ------------------------------------------------------------------------------- worker side
 def _worker_loop(job: WorkerJob) -> None:
-    """Ray Train's train_loop_per_worker: train this rank, report the model from rank 0 at the end."""
+    """Ray Train's train_loop_per_worker: resume from the latest checkpoint if any, train this rank,
+    report the model from rank 0 at the end."""
     import ray.train
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        job.resume = read_checkpoint(checkpoint)
     result = job.adapter.train(job, rank, world)
-    metrics = {f"{data}-{name}": values[-1] for data, m in result.history.items() for name, values in m.items()}
-    if rank == 0:
-        with tempfile.TemporaryDirectory() as tmp:
-            with open(os.path.join(tmp, MODEL_FILE), "wb") as fh:
-                fh.write(result.model)
-            with open(os.path.join(tmp, HISTORY_FILE), "w") as fh:
-                json.dump({"history": result.history, "best_iteration": result.best_iteration}, fh)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-    else:
-        ray.train.report(metrics, checkpoint=None)  # report is a barrier: every rank calls it once
+    report(rank, result.model, result.history, result.best_iteration)
+
+
+def report(rank: int, model: bytes | None, history: dict, best_iteration: int | None = None,
+           rounds_done: int | None = None) -> None:
+    """Report to Ray Train from every rank (it is a barrier); rank 0 attaches the model as checkpoint."""
+    import ray.train
+
+    metrics = {f"{data}-{name}": values[-1] for data, m in history.items() for name, values in m.items()}
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, MODEL_FILE), "wb") as fh:
+            fh.write(model)
+        with open(os.path.join(tmp, HISTORY_FILE), "w") as fh:
+            json.dump({"history": history, "best_iteration": best_iteration, "rounds_done": rounds_done}, fh)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def read_checkpoint(checkpoint) -> ResumeState:
+    with checkpoint.as_directory() as folder:
+        with open(os.path.join(folder, MODEL_FILE), "rb") as fh:
+            model = fh.read()
+        with open(os.path.join(folder, HISTORY_FILE)) as fh:
+            meta = json.load(fh)
+    rounds = meta.get("rounds_done")
+    if rounds is None:
+        rounds = max((len(v) for m in meta["history"].values() for v in m.values()), default=0)
+    return ResumeState(model, meta["history"], rounds)
+
+
+def maybe_checkpoint(job: WorkerJob, rank: int, done: int, model: Callable[[], bytes], history: dict) -> None:
+    """Every `job.checkpoint_every` rounds (not the last: fit reports that), a checkpoint to resume from.
+
+    Called by every rank after the same round, so the report barrier lines up.
+    """
+    every = job.checkpoint_every
+    if every and done % every == 0 and done < job.num_rounds:
+        report(rank, model() if rank == 0 else None, history, rounds_done=done)
+
+
+def join_history(before: dict, after: dict) -> dict:
+    """Per-round metrics of a resumed run: the checkpoint's rounds, then the new ones."""
+    out = {d: {m: list(v) for m, v in ms.items()} for d, ms in before.items()}
+    for data, metrics in after.items():
+        for name, values in metrics.items():
+            out.setdefault(data, {}).setdefault(name, []).extend(values)
+    return out
 
 
 # ------------------------------------------------------------------------------- driver side
@@ -127,9 +187,14 @@ def _storage_root() -> str:
     return os.environ.get("TRAINFLOW_STORAGE") or os.path.join(tempfile.gettempdir(), "trainflow-runs")
 
 
-def run_workers(loop: Callable[[Any], None], config: Any, placement: Placement, trainer_cls, name: str):
-    """Run `loop(config)` on `placement` with Ray Train; return the Result, worker errors translated."""
-    from ray.train import RunConfig
+def run_workers(loop: Callable[[Any], None], config: Any, placement: Placement, trainer_cls, name: str,
+                max_restarts: int = 0):
+    """Run `loop(config)` on `placement` with Ray Train; return the Result, worker errors translated.
+
+    A worker group that fails (a worker killed, a node lost) is restarted up to `max_restarts` times;
+    the loop then finds the latest checkpoint with `ray.train.get_checkpoint()`.
+    """
+    from ray.train import FailureConfig, RunConfig
     from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
 
     run_name = f"{name}-{uuid.uuid4().hex[:8]}"
@@ -137,12 +202,16 @@ def run_workers(loop: Callable[[Any], None], config: Any, placement: Placement, 
         loop,
         train_loop_config=config,
         scaling_config=placement.ray_scaling_config(),
-        run_config=RunConfig(name=run_name, storage_path=_storage_root()),
+        run_config=RunConfig(name=run_name, storage_path=_storage_root(),
+                             failure_config=FailureConfig(max_failures=max_restarts)),
     )
     try:
         return trainer.fit(), os.path.join(_storage_root(), run_name)
     except WorkerGroupError as exc:
-        raise _translate_worker_failure(exc.worker_failures) from None
+        error = _translate_worker_failure(exc.worker_failures)
+        if max_restarts and isinstance(error, TrainingError):
+            error = TrainingError(f"{error} (gave up after {max_restarts} restart(s) from the latest checkpoint)")
+        raise error from None
     except ControllerError as exc:
         raise TrainingError(f"Ray Train's controller failed: {exc.controller_failure}") from exc
 
@@ -178,12 +247,15 @@ class DistributedBoostingEstimator:
 
     def __init__(self, n_estimators: int = 100, objective: str | None = None,
                  params: dict[str, Any] | None = None, scaling_config: ScalingRequest | None = None,
-                 callbacks: list[Any] | None = None):
+                 callbacks: list[Any] | None = None, *, checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+                 max_restarts: int = DEFAULT_MAX_RESTARTS):
         self.n_estimators = n_estimators
         self.objective = objective if objective is not None else self._default_objective
         self.params = params
         self.scaling_config = scaling_config
         self.callbacks = callbacks
+        self.checkpoint_every = checkpoint_every
+        self.max_restarts = max_restarts
 
     # -------------------------------------------------------------------- planning
     def _training_params(self) -> tuple[dict[str, Any], int]:
@@ -237,9 +309,11 @@ class DistributedBoostingEstimator:
             eval_shards=evaluation.split(placement.num_workers) if evaluation is not None else None,
             input_cols=input_cols, label_col=label_col, params=params, num_rounds=rounds,
             cpus=placement.cpus_per_worker, verbose_eval=period, callbacks=list(self.callbacks or []),
+            checkpoint_every=_check_every(self.checkpoint_every),
         )
         if categorical:
             job.categories = collect_categories([c for c in (train, evaluation) if c is not None], categorical)
+        restarts = _check_restarts(self.max_restarts) if self._adapter.supports_resume else 0
         drain = own_channel = None
         if period:
             if isinstance(progress, ProgressChannel):
@@ -251,7 +325,7 @@ class DistributedBoostingEstimator:
             self._adapter.begin_fit(job, placement)
             try:
                 result, run_dir = run_workers(_worker_loop, job, placement, self._adapter.trainer_cls(),
-                                              self._adapter.name)
+                                              self._adapter.name, max_restarts=restarts)
             finally:
                 self._adapter.end_fit(job)
         finally:
@@ -360,6 +434,18 @@ def _check_columns_args(input_cols: Sequence[str], label_col: str) -> tuple[list
     if label_col in input_cols:
         raise ConfigError(f"label_col {label_col!r} is also in input_cols; a model cannot use its label as a feature.")
     return list(input_cols), label_col
+
+
+def _check_every(every: int | None) -> int | None:
+    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+        raise ConfigError(f"checkpoint_every={every!r} is invalid: use None (final model only) or an integer >= 1.")
+    return every
+
+
+def _check_restarts(restarts: int) -> int:
+    if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 0:
+        raise ConfigError(f"max_restarts={restarts!r} is invalid: use an integer >= 0.")
+    return restarts
 
 
 def _check_verbose(verbose_eval: int | bool | None) -> int | None:

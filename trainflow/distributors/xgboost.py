@@ -8,10 +8,14 @@ import numpy as np
 import xgboost as xgb
 
 from trainflow.distributors.boosting import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_MAX_RESTARTS,
     BoostingAdapter,
     DistributedBoostingEstimator,
     WorkerJob,
     WorkerResult,
+    join_history,
+    maybe_checkpoint,
 )
 from trainflow.distributors.ingest import read_shard
 from trainflow.distributors.placement import Placement, ScalingRequest
@@ -57,8 +61,22 @@ class _Progress(xgb.callback.TrainingCallback):
         return False
 
 
+class _Checkpoint(xgb.callback.TrainingCallback):
+    """On every rank: a resumable checkpoint every `checkpoint_every` rounds (see maybe_checkpoint)."""
+
+    def __init__(self, job: WorkerJob, rank: int, before: dict):
+        self.job, self.rank, self.before = job, rank, before
+
+    def after_iteration(self, model, epoch: int, evals_log) -> bool:
+        history = join_history(self.before, {d: {m: [float(x) for x in v] for m, v in ms.items()}
+                                             for d, ms in evals_log.items()})
+        maybe_checkpoint(self.job, self.rank, epoch + 1, lambda: bytes(model.save_raw("ubj")), history)
+        return False
+
+
 class _XGBAdapter(BoostingAdapter):
     name = "xgboost"
+    supports_resume = True
 
     def trainer_cls(self):
         from ray.train.xgboost import XGBoostTrainer
@@ -86,19 +104,22 @@ class _XGBAdapter(BoostingAdapter):
             chunks = read_shard(job.eval_shards[rank], job.input_cols, job.label_col, "the eval_set")
             deval = xgb.QuantileDMatrix(_ChunkIter(chunks, job.input_cols), ref=dtrain, nthread=job.cpus)
             evals.append((deval, "eval"))
-        callbacks = []
+        resume = job.resume
+        before = resume.history if resume else {}
+        callbacks = [_Checkpoint(job, rank, before)]
         if job.progress is not None and rank == 0:
             callbacks.append(_Progress(job))
         if rank == 0:
             callbacks.extend(job.callbacks)
         history: dict = {}
         booster = xgb.train(
-            params, dtrain, num_boost_round=job.num_rounds, evals=evals, evals_result=history,
-            verbose_eval=False, callbacks=callbacks,
+            params, dtrain, num_boost_round=job.num_rounds - (resume.rounds_done if resume else 0),
+            evals=evals, evals_result=history, verbose_eval=False, callbacks=callbacks,
             early_stopping_rounds=early_stopping if job.eval_shards is not None else None,
+            xgb_model=self.load(resume.model) if resume else None,  # continue from the checkpoint
         )
         best = getattr(booster, "best_iteration", None) if early_stopping else None
-        return WorkerResult(bytes(booster.save_raw("ubj")), history, best)
+        return WorkerResult(bytes(booster.save_raw("ubj")), join_history(before, history), best)
 
     def load(self, raw: bytes) -> xgb.Booster:
         booster = xgb.Booster()
@@ -111,15 +132,21 @@ class _XGBAdapter(BoostingAdapter):
 
 
 class XGBEstimator(DistributedBoostingEstimator):
-    """Distributed XGBoost. `params` keys win over `n_estimators`/`objective`."""
+    """Distributed XGBoost. `params` keys win over `n_estimators`/`objective`.
+
+    Beyond Snowflake's arguments: a checkpoint every `checkpoint_every` rounds lets a fit survive the
+    loss of workers (up to `max_restarts` restarts of the worker group from the latest checkpoint).
+    """
 
     _adapter = _XGBAdapter()
     _default_objective = "reg:squarederror"
 
     def __init__(self, n_estimators: int = 100, objective: str = "reg:squarederror",
                  params: dict[str, Any] | None = None, scaling_config: XGBScalingConfig | None = None,
-                 callbacks: list[Any] | None = None):
-        super().__init__(n_estimators, objective, params, scaling_config, callbacks)
+                 callbacks: list[Any] | None = None, *, checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+                 max_restarts: int = DEFAULT_MAX_RESTARTS):
+        super().__init__(n_estimators, objective, params, scaling_config, callbacks,
+                         checkpoint_every=checkpoint_every, max_restarts=max_restarts)
 
     def fit(self, dataset, input_cols, label_col, eval_set=None, verbose_eval=None, **kwargs) -> xgb.Booster:
         return super().fit(dataset, input_cols, label_col, eval_set, verbose_eval, **kwargs)

@@ -1,0 +1,70 @@
+"""Worker loss: a training worker killed with SIGKILL mid-fit resumes from the latest checkpoint."""
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from tests.conftest import regression_frame
+from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
+from trainflow.errors import ConfigError, TrainingError
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+
+
+def KillAt(at: int, marker: str, once: bool = True) -> xgb.callback.TrainingCallback:
+    """A callback that SIGKILLs its own worker process after round `at` (with `once`, the first time only).
+
+    Defined inside a function so Ray ships it by value (test modules are not importable on workers).
+    """
+
+    class Killer(xgb.callback.TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            if epoch + 1 == at and not (once and os.path.exists(marker)):
+                with open(marker, "a") as fh:
+                    fh.write(f"{os.getpid()}\n")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return False
+
+    return Killer()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return regression_frame(3000, seed=11), regression_frame(600, seed=12)
+
+
+def test_killed_worker_resumes_from_checkpoint_and_finishes_every_round(ray_cluster, data, tmp_path):
+    train, holdout = data
+    marker = tmp_path / "killed"
+    est = XGBEstimator(n_estimators=40, params={"max_depth": 4}, scaling_config=XGBScalingConfig(num_workers=2),
+                       callbacks=[KillAt(28, str(marker))], checkpoint_every=10)
+    booster = est.fit(train, FEATURES, "y", eval_set=holdout)
+    assert len(marker.read_text().split()) == 1  # it really was killed, once
+    assert booster.num_boosted_rounds() == 40
+    history = est.get_eval_results()
+    assert len(history["train"]["rmse"]) == 40 and len(history["eval"]["rmse"]) == 40
+    whole = XGBEstimator(n_estimators=40, params={"max_depth": 4}, scaling_config=XGBScalingConfig(num_workers=2),
+                         checkpoint_every=None).fit(train, FEATURES, "y")
+    resumed_pred = booster.inplace_predict(holdout[FEATURES].to_numpy(np.float32))
+    whole_pred = whole.inplace_predict(holdout[FEATURES].to_numpy(np.float32))
+    np.testing.assert_allclose(resumed_pred, whole_pred, rtol=1e-4, atol=1e-4)
+
+
+def test_restarts_are_bounded_then_a_clear_error(ray_cluster, data, tmp_path):
+    train, _ = data
+    marker = tmp_path / "killed"
+    est = XGBEstimator(n_estimators=30, scaling_config=XGBScalingConfig(num_workers=2), checkpoint_every=10,
+                       callbacks=[KillAt(15, str(marker), once=False)], max_restarts=1)
+    with pytest.raises(TrainingError, match=r"worker rank 0.*gave up after 1 restart"):
+        est.fit(train, FEATURES, "y")
+    assert len(marker.read_text().split()) == 2  # first attempt + one restart
+
+
+@pytest.mark.parametrize("kwargs", [{"checkpoint_every": 0}, {"max_restarts": -1}])
+def test_invalid_resilience_settings(ray_cluster, data, kwargs):
+    with pytest.raises(ConfigError, match=next(iter(kwargs))):
+        XGBEstimator(n_estimators=2, **kwargs).fit(data[1], FEATURES, "y")
