@@ -14,6 +14,9 @@ from trainflow.errors import ResourceError
 # Safe defaults before Ray is imported anywhere in this process: loopback only, no usage stats.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray Train notices a finished worker group at its next health check (default every 2 s): measured
+# in bench/, 0.2 s cuts ~3.6 s off every fit. Read by the controller, inherited from this process.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 import ray  # noqa: E402
 
