@@ -24,6 +24,7 @@ The only instrumentation of the library: `trainflow.distributors.boosting.run_wo
 process to timestamp when Ray Train's trainer.fit starts and returns. Nothing under trainflow/ is edited.
 
 Output: one table on stdout; JSON in bench/results/<timestamp>.json and bench/results/latest.json.
+`run.py --report <result.json>` re-prints (and re-summarises) a saved result. See bench/README.md.
 """
 from __future__ import annotations
 
@@ -49,7 +50,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from tfbench.data import ensure_dataset, load_holdout  # noqa: E402
-from tfbench.probes import proc_status  # noqa: E402
 
 MB = 1024 * 1024
 WARMUP_ROWS = 50_000
@@ -220,7 +220,8 @@ class Bench:
                              "amplification": (peak - base) / raw})
         m = ranks[0]["marks"]
         worst = max(per_rank, key=lambda r: r["peak_rss"])
-        rec = {"wall_s": t1 - t0, "first_round_s": m["first_round"] - t0, "t0": t0, "t1": t1,
+        # t0 for the Ray log timeline: when trainer.fit starts (after the driver-side read)
+        rec = {"wall_s": t1 - t0, "first_round_s": m["first_round"] - t0, "t0": t_read, "t1": t1,
                "t_loop_end": m["after"],
                "phases": {"read_materialize_s": t_read - t0, "raytrain_start_s": m["start"] - t_read,
                           "data_to_pandas_s": m["data"] - m["start"],
