@@ -311,9 +311,8 @@ def normalise_database(target: str) -> str:
     """`data/x.duckdb`, `duckdb:///path`, `sqlite:///path` → `kind:<absolute path>`."""
     for scheme, kind in (("duckdb://", "duckdb"), ("sqlite://", "sqlite")):
         if target.startswith(scheme):
-            path = target[len(scheme):]
-            path = path[1:] if path.startswith("/") and not path.startswith("//") else path
-            path = "/" + path.lstrip("/") if target[len(scheme):].startswith("//") else path
+            rest = target[len(scheme):]
+            path = rest[1:] if rest.startswith("/") else rest  # ///rel/path, ////abs/path (SQLAlchemy style)
             return f"{kind}:{os.path.abspath(path)}"
     if "://" in target:
         raise DataError(

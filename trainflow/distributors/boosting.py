@@ -83,7 +83,6 @@ class BoostingAdapter:
     """What a framework must provide to the shared core."""
 
     name: str = ""
-    model_suffix: str = ""
     # True: string/dictionary feature columns are encoded as category codes (see categorical_columns)
     supports_categorical: bool = False
     # True: train() continues from job.resume and checkpoints every job.checkpoint_every rounds, so a

@@ -5,7 +5,7 @@ import functools
 from dataclasses import dataclass, field
 
 from trainflow.data import DataConnector, connect
-from trainflow.data.sources import normalise_database, sample_blocks
+from trainflow.data.sources import sample_blocks
 from trainflow.errors import DataError, SchemaValidationError
 from trainflow.spec import JobSpec, SourceSpec
 from trainflow.validation import build_schema, format_report, merge_reports, validate_frame
@@ -132,6 +132,3 @@ def load(spec: JobSpec) -> LoadedData:
             raise SchemaValidationError(message, report)
     return LoadedData(train, evaluation, train.count_rows(), evaluation.count_rows(), eval_source, report)
 
-
-def database_label(source: SourceSpec) -> str:
-    return normalise_database(source.database).split(":", 1)[1] if source.database else ""
