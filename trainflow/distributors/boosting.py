@@ -295,9 +295,10 @@ class DistributedBoostingEstimator:
             if conn is not None:
                 check_training_schema(conn, input_cols, label_col, what, categorical=categorical)
         placement, params, rounds = self.plan()
-        if train.count_rows() < placement.num_workers:  # an eval shard may be empty, a training one not
+        rows = train.count_rows()
+        if rows < placement.num_workers:  # an eval shard may be empty, a training one not
             raise DataError(
-                f"The training data ({train.describe()}) has {train.count_rows()} row(s), fewer than the "
+                f"The training data ({train.describe()}) has {rows} row(s), fewer than the "
                 f"{placement.num_workers} workers: each worker needs rows. Use fewer workers "
                 "(scaling num_workers) or more data."
             )
