@@ -55,11 +55,21 @@ def run_one(framework: str, gpu: bool, database: str, rounds: int) -> dict:
             "rmse": round(metrics["rmse"], 6), "r2": round(metrics["r2"], 4)}
 
 
+def _gpu_name() -> str:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+    except Exception as exc:  # a CPU-only or broken torch install
+        return f"torch: {exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--out", default="bench/results/gpu_check.json")
+    parser.add_argument("--frameworks", default="xgboost,lightgbm,pytorch")
     args = parser.parse_args(argv)
     ensure_cluster()
     gpus = int(sum(n.gpus for n in cluster_nodes()))
@@ -67,32 +77,35 @@ def main(argv: list[str] | None = None) -> int:
     database = str(build_warehouse(workdir / "warehouse.duckdb", train_rows=args.rows, eval_rows=args.rows // 5))
     os.environ.setdefault("TRAINFLOW_ARTIFACTS", str(workdir / "artifacts"))
     rows = []
-    for framework in ("xgboost", "lightgbm", "pytorch"):
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for framework in args.frameworks.split(","):
         for gpu in (False, True):
             if gpu and not gpus:
-                rows.append({"framework": framework, "device": "gpu", "skipped": "no GPU in the Ray cluster"})
+                rows.append({"framework": framework, "device": "gpu", "skipped": "skipped: no GPU in the Ray cluster"})
                 continue
             started = time.perf_counter()
             try:
                 rows.append(run_one(framework, gpu, database, args.rounds))
-            except TrainflowError as exc:  # e.g. a LightGBM build without GPU support
+            except Exception as exc:  # e.g. a LightGBM build without GPU support; the other rows go on
+                kind = "skipped" if isinstance(exc, TrainflowError) else "failed"
                 rows.append({"framework": framework, "device": "gpu" if gpu else "cpu",
-                             "skipped": f"{type(exc).__name__}: {str(exc)[:160]}",
+                             "skipped": f"{kind}: {type(exc).__name__}: {str(exc)[:300]}",
                              "seconds": round(time.perf_counter() - started, 1)})
+            print("row:", json.dumps(rows[-1]), flush=True)  # partial results survive a time limit
+            out.write_text(json.dumps({"gpus": gpus, "rows": args.rows, "results": rows}, indent=1))
     cpu_fit = {r["framework"]: r["fit_s"] for r in rows if r["device"] == "cpu" and "fit_s" in r}
     cpu_rmse = {r["framework"]: r["rmse"] for r in rows if r["device"] == "cpu" and "rmse" in r}
-    print(f"GPUs in the cluster: {gpus}; {args.rows} training rows, {args.rounds} rounds")
+    print(f"GPUs in the cluster: {gpus} ({_gpu_name()}); {args.rows} training rows, {args.rounds} rounds")
     print(f"{'framework':<10} {'device':<6} {'workers':>7} {'fit s':>8} {'vs cpu':>7} {'rmse':>10} {'rmse/cpu':>9}")
     for r in rows:
         if "skipped" in r:
-            print(f"{r['framework']:<10} {r['device']:<6} skipped: {r['skipped']}")
+            print(f"{r['framework']:<10} {r['device']:<6} {r['skipped']}")
             continue
-        speed = cpu_fit[r["framework"]] / r["fit_s"] if r["fit_s"] else float("nan")
-        quality = r["rmse"] / cpu_rmse[r["framework"]]
+        speed = cpu_fit.get(r["framework"], float("nan")) / r["fit_s"] if r["fit_s"] else float("nan")
+        quality = r["rmse"] / cpu_rmse.get(r["framework"], float("nan"))
         print(f"{r['framework']:<10} {r['device']:<6} {r['workers']:>7} {r['fit_s']:>8.2f} {speed:>6.2f}x "
               f"{r['rmse']:>10.6f} {quality:>9.4f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"gpus": gpus, "rows": args.rows, "results": rows}, indent=1))
     return 0
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from trainflow.cluster import NodeResources
 from trainflow.distributors.placement import Placement, ScalingRequest, decide_placement
+from trainflow.distributors.torch_device import backend_for, device_for
 from trainflow.errors import ConfigError, ResourceError
 
 ONE_NODE = [NodeResources("a", cpus=8, gpus=0)]
@@ -50,3 +51,22 @@ def test_gpu_placement_ray_config_requests_one_gpu_per_worker():
     config = Placement(2, 3, True).ray_scaling_config()
     assert config.num_workers == 2 and config.use_gpu
     assert config.resources_per_worker == {"CPU": 3, "GPU": 1}
+
+
+# ----------------------------------------------------------------- PyTorch device/backend (no cluster)
+@pytest.mark.parametrize(
+    "gpus, backend", [(0, "gloo"), (0.5, "gloo"), (1, "nccl"), (2, "nccl")],
+    ids=["cpu", "shared-gpu", "one-gpu", "two-gpus"],
+)
+def test_gpu_torch_backend(gpus, backend):
+    assert backend_for(gpus) == backend
+
+
+@pytest.mark.parametrize(
+    "gpu_ids, visible, device",
+    [([], None, "cpu"), (["1"], "0,1", "cuda:1"), ([0], "0,1", "cuda:0"), (["3"], "3", "cuda:0"),
+     (["2"], None, "cuda:0")],
+    ids=["no-gpu", "second-of-two", "int-id", "only-own-visible", "visibility-unset"],
+)
+def test_gpu_torch_device_is_local_index_of_own_gpu(gpu_ids, visible, device):
+    assert str(device_for(gpu_ids, visible)) == device

@@ -485,6 +485,61 @@ def test_multi_node_ranks_and_model_location(tmp_path):
     assert torch.load(model_dir / "model.pt", weights_only=True)["w"].tolist() == [1.0, 1.0]
 
 
+# ===================================================================== GPU placement (logical GPUs)
+GPU_PROBE = textwrap.dedent(
+    """
+    import json, os, sys
+    import ray
+    from trainflow.cluster import ensure_cluster
+    from trainflow.distributors import pytorch as tfpt
+    from trainflow.distributors.pytorch import (PyTorchDistributor, PyTorchScalingConfig,
+                                                 WorkerResourceConfig, get_context)
+
+    out = sys.argv[1]
+    ensure_cluster(num_cpus=4, num_gpus=2)  # logical GPUs: Ray assigns ids, no CUDA runs
+    decided = []
+    real_backend_for = tfpt.backend_for
+
+    def record_backend(num_gpus):
+        decided.append(real_backend_for(num_gpus))
+        return "gloo"  # this torch build has no NCCL: the group runs on gloo, the decision is recorded
+
+    tfpt.backend_for = record_backend
+
+    def train_func():
+        import torch.distributed as dist
+        ctx = get_context()
+        with open(os.path.join(out, f"rank{ctx.get_rank()}.json"), "w") as fh:
+            json.dump({"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "local_rank": ctx.get_local_rank(),
+                       "device": str(ctx.get_default_device()), "group": dist.get_backend(),
+                       "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES")}, fh)
+
+    scaling = PyTorchScalingConfig(num_nodes=1, num_workers_per_node=2,
+                                   resource_requirements_per_worker=WorkerResourceConfig(num_cpus=1, num_gpus=1))
+    PyTorchDistributor(train_func, scaling).run(artifact_stage_location=os.path.join(out, "stage"))
+    with open(os.path.join(out, "backend.json"), "w") as fh:
+        json.dump(decided, fh)
+    """
+)
+
+
+def test_gpu_placement_pytorch_on_logical_gpus(tmp_path):
+    """num_gpus=1 × 2 workers on a 2-GPU cluster: distinct GPU ids, cuda:<local_rank>, nccl decided."""
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tfray-")  # isolated from the session cluster
+    subprocess.run([sys.executable, "-c", GPU_PROBE, str(tmp_path)], check=True, env=env, timeout=300,
+                   cwd=ROOT)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(len(r["gpu_ids"]) == 1 for r in ranks)
+    assert ranks[0]["gpu_ids"] != ranks[1]["gpu_ids"]
+    assert all(r["device"] == f"cuda:{r['local_rank']}" for r in ranks)
+    assert sorted(r["local_rank"] for r in ranks) == [0, 1]
+    # every GPU of the node is visible to each worker (NCCL peer access); its own is at local_rank
+    assert all(r["cuda_visible"].split(",")[r["local_rank"]] == r["gpu_ids"][0] for r in ranks)
+    assert json.loads((tmp_path / "backend.json").read_text()) == ["nccl"]
+
+
 # ===================================================================== pipeline steps (no Prefect)
 def test_pipeline_steps_fit_evaluate_register_pytorch(ray_cluster, warehouse, tmp_path, monkeypatch):
     import mlflow

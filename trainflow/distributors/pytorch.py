@@ -19,8 +19,9 @@ result.get_model_dir()   # s3://b/p/model/<request_id>
 
 How it works
 * Each worker is a Ray Train worker; Ray Train's TorchConfig initialises the default process group
-  before `train_func` starts (gloo on CPU, nccl when workers hold GPUs; `MASTER_ADDR`, `RANK`,
-  `WORLD_SIZE`, `LOCAL_RANK` are set as torchrun would).
+  before `train_func` starts (nccl when each worker holds a whole GPU, else gloo; the device is
+  `cuda:<local_rank>` or cpu: torch_device.py; `MASTER_ADDR`, `RANK`, `WORLD_SIZE`, `LOCAL_RANK`
+  are set as torchrun would).
 * Snowflake's examples call `dist.init_process_group(backend=...)` themselves, which on an initialised
   group raises. While `train_func` runs (and only in the worker processes), `init_process_group` in
   `torch.distributed` and `torch.distributed.distributed_c10d` is replaced by a wrapper: when the
@@ -61,6 +62,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainflow.distributors.torch_device import backend_for, device_for
 from trainflow.errors import ConfigError, ResourceError, TrainingError
 
 logger = logging.getLogger(__name__)
@@ -324,14 +326,20 @@ class _WorkerJob:
     progress: Any = None
 
 
-def _default_device(resources_gpu: bool):
+def _default_device():
+    """This worker's torch device (see torch_device.device_for); pins CUDA's current device to it."""
+    import ray
     import torch
 
-    if resources_gpu and torch.cuda.is_available():
-        from ray.train.torch import get_device
-
-        return get_device()
-    return torch.device("cpu")
+    choice = device_for(ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    device = torch.device(str(choice))
+    if choice.type == "cuda":
+        if torch.cuda.is_available():
+            torch.cuda.set_device(device)
+        else:  # logical GPUs (tests) or a broken CUDA install: the decision stands, kernels would fail
+            logger.warning("Ray assigned GPU %s to this worker, but torch sees no CUDA device.",
+                           ray.get_gpu_ids())
+    return device
 
 
 def _node_ranks(ctx) -> tuple[int, int, int]:
@@ -373,7 +381,7 @@ def _worker_loop(job: _WorkerJob) -> dict[str, Any]:
     context = TrainingContext(
         world_rank=rank, world_size=world, local_rank=local_rank, local_world_size=local_world,
         node_rank=node_rank, dataset_map=job.dataset_map, hyper_params=dict(job.hyper_params),
-        model_dir=model_dir, device=_default_device(bool(ray.get_gpu_ids())), progress=job.progress,
+        model_dir=model_dir, device=_default_device(), progress=job.progress,
     )
     try:
         _CURRENT = context
@@ -540,7 +548,8 @@ class PyTorchDistributor:
             else:
                 job.progress = own = ProgressChannel()
                 drain = own.drain_to(progress)
-        trainer = functools.partial(_make_trainer, name=request_id, storage=checkpoints)
+        trainer = functools.partial(_make_trainer, name=request_id, storage=checkpoints,
+                                    backend=backend_for(scaling.resources.num_gpus))
         try:
             result, _ = run_workers(_worker_loop, job, scaling, trainer, "pytorch")
         finally:
@@ -561,20 +570,21 @@ class PyTorchDistributor:
         )
 
 
-def _make_trainer(loop, *, train_loop_config, scaling_config, run_config, name: str, storage: _Location):
+def _make_trainer(loop, *, train_loop_config, scaling_config, run_config, name: str, storage: _Location,
+                  backend: str):
     """run_workers' trainer factory: a TorchTrainer whose run lives in the artifact location.
 
-    Ray Train's default TorchConfig picks gloo for CPU workers and nccl when workers hold GPUs.
-    The run is named after the request id, so a rerun under the same name could resume it.
+    `backend` is torch_device.backend_for's choice (nccl for whole GPUs, else gloo). The run is named
+    after the request id, so a rerun under the same name could resume it.
     """
     from ray.train import RunConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     config = RunConfig(name=name, storage_path=storage.path, storage_filesystem=storage.fs,
                        failure_config=run_config.failure_config,
                        checkpoint_config=run_config.checkpoint_config)
     return TorchTrainer(loop, train_loop_config=train_loop_config, scaling_config=scaling_config,
-                        run_config=config)
+                        run_config=config, torch_config=TorchConfig(backend=backend))
 
 
 def _check_train_func(fn: Any) -> None:

@@ -127,7 +127,9 @@ class _XGBAdapter(BoostingAdapter):
         return booster
 
     def predict(self, booster: xgb.Booster, features: np.ndarray) -> np.ndarray:
-        booster.set_param({"nthread": 1})
+        # The prediction tasks reserve 1 CPU and no GPU: a booster trained with device=cuda would
+        # otherwise open a CUDA context (about 0.5 GB, kept by the pooled worker) on a GPU it never asked for.
+        booster.set_param({"nthread": 1, "device": "cpu"})
         return booster.inplace_predict(features)
 
 
