@@ -4,6 +4,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
+from tasks.retry import transient_only
 from trainflow.pipeline import register as step
 from trainflow.pipeline.fit import FitOutcome
 from trainflow.pipeline.load import LoadedData
@@ -11,7 +12,8 @@ from trainflow.registry import RegisteredModel, tracking_uri
 from trainflow.spec import JobSpec
 
 
-@task(name="register", persist_result=False)
+# A retry is a fresh registration: a failed attempt has already rolled its run and version back.
+@task(name="register", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_only, persist_result=False)
 def register(spec: JobSpec, outcome: FitOutcome, metrics: dict[str, float], data: LoadedData) -> RegisteredModel:
     model = step.register(spec, outcome, metrics, data)
     lines = [f"**{model.name}** version **{model.version}** ({', '.join(model.aliases) or 'no alias'})",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,64 @@ def test_flow_run_has_artifacts_and_progress_logs(first_run, prefect_api):
     assert "rmse" in str(metrics.data)
     messages = [log.message for log in logs]
     assert any(m.startswith("fit [10]") and "eval-rmse" in m for m in messages), messages[:20]
+
+
+def test_register_is_retried_while_the_store_is_busy(first_run, workdir, warehouse):
+    """A real 'database is locked' fails the first register attempt; Prefect retries it after the lock goes."""
+    import threading
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from tasks.register import register
+    from trainflow.pipeline import shard as shard_step
+    from trainflow.pipeline.evaluate import evaluate
+    from trainflow.pipeline.fit import fit
+    from trainflow.pipeline.load import load
+
+    spec = parse_spec(demo_spec(warehouse, name="pipe-busy", register__model_name="busy-model",
+                                trainer__n_estimators=5))
+    data = load(spec)
+    outcome = fit(spec, data, shard_step.plan(spec, data))
+    metrics = evaluate(spec, outcome, data)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock():  # held until Prefect has recorded a retry of the register task (at most 180 s)
+        con = sqlite3.connect(workdir / "mlflow.db", isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        release.wait(180)
+        con.execute("ROLLBACK")
+        con.close()
+
+    @flow(name="register-only")
+    def register_only():
+        return register(spec, outcome, metrics, data, return_state=True)
+
+    holder = threading.Thread(target=hold_lock, daemon=True)
+    holder.start()
+    locked.wait(10)
+    watcher = threading.Thread(target=lambda: _release_on_retry(release), daemon=True)
+    watcher.start()
+    task_state = register_only()
+    release.set()
+    holder.join(10)
+    assert task_state.is_completed(), task_state.message
+    assert task_state.result().version == "1" and [str(v.version) for v in versions("busy-model")] == ["1"]
+    with get_client(sync_client=True) as client:
+        assert client.read_task_run(task_state.state_details.task_run_id).run_count == 2
+
+
+def _release_on_retry(release) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        while not release.is_set():
+            runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="register")))
+            if any(r.state_name in ("AwaitingRetry", "Retrying") for r in runs):
+                release.set()
+            release.wait(0.5)
 
 
 BAD_INPUTS = {

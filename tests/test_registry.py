@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightgbm
@@ -306,3 +308,32 @@ def test_default_store_does_not_leak_into_environment(tmp_path: Path, monkeypatc
     assert "MLFLOW_TRACKING_URI" not in os.environ  # mlflow.set_tracking_uri writes it; undone
     assert (tmp_path / "mlflow.db").is_file() and not (tmp_path / "mlruns").exists()
     assert get_champion("ghost") is None
+
+
+@contextmanager
+def _locked(uri: str):
+    """Hold SQLite's exclusive lock on the store: a real 'database is locked' for every writer/reader."""
+    con = sqlite3.connect(uri.removeprefix("sqlite:///"), isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+
+
+def test_busy_store_is_a_transient_error_that_registers_nothing(store: str, data) -> None:
+    client = MlflowClient(tracking_uri=store)
+    with _locked(store), pytest.raises(RegistryError) as err:
+        _register_xgb(data, "busy", rounds=3)
+    assert err.value.transient
+    message = str(err.value)
+    assert "database is locked" in message and "retries" in message and "SELECT" not in message
+    assert client.search_model_versions("name = 'busy'") == []
+    assert _register_xgb(data, "busy", rounds=3).version == "1"  # the store works once released
+
+
+def test_user_errors_in_registration_are_not_transient(store: str, data) -> None:
+    with pytest.raises(RegistryError) as err:
+        _register_xgb(data, "not-transient", rounds=3, model=object(), feature_importance={})
+    assert not err.value.transient

@@ -4,7 +4,7 @@ from __future__ import annotations
 from prefect.states import Completed, Failed
 
 from tasks.retry import transient_only
-from trainflow.errors import DataSourceNotFound, ResourceError, SchemaValidationError
+from trainflow.errors import DataSourceNotFound, RegistryError, ResourceError, SchemaValidationError
 from trainflow.spec import SpecError
 
 
@@ -21,3 +21,8 @@ def test_user_errors_are_not_retried():
 
 def test_success_is_not_retried():
     assert not transient_only(None, None, Completed(data=1))
+
+
+def test_registry_errors_are_retried_only_when_transient():
+    assert transient_only(None, None, Failed(data=RegistryError("store locked", transient=True)))
+    assert not transient_only(None, None, Failed(data=RegistryError("promotion metric 'auc' missing")))

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 
 class TrainflowError(Exception):
-    """Base of every error trainflow raises on purpose."""
+    """Base of every error trainflow raises on purpose.
+
+    `transient` is True when the cause may go away by itself (an unreachable or busy store): the
+    pipeline retries those, never the others (a retry cannot fix a bad spec or bad data).
+    """
+
+    transient: bool = False
 
 
 class DataError(TrainflowError):
@@ -44,3 +50,7 @@ class TrainingError(TrainflowError):
 
 class RegistryError(TrainflowError):
     """Logging or registering the model failed; no version was left with an alias."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient

@@ -339,18 +339,56 @@ def register_model(
             clean = _rollback(client, model_name, run_id, version, moved)
             if not isinstance(exc, Exception):
                 raise
-            fix = _FIXES[step].format(uri=uri, framework=framework, name=model_name)
+            transient = _is_transient(exc)
+            fix = (_TRANSIENT_FIX if transient else _FIXES[step]).format(uri=uri, framework=framework,
+                                                                         name=model_name)
             if not clean:
-                fix += (f" (cleanup failed too: delete the versions of run {run_id} of "
-                        f"'{model_name}' by hand)")
+                fix += (f" (cleanup failed too: the versions of run {run_id} of '{model_name}' carry "
+                        "no alias; delete them by hand)")
             raise RegistryError(f"registering model '{model_name}' failed while {step}: "
-                                f"{type(exc).__name__}: {exc}. Fix: {fix}.") from exc
+                                f"{type(exc).__name__}: {_first_line(exc)}. Fix: {fix}.",
+                                transient=transient) from exc
     return RegisteredModel(
         name=model_name, version=str(version), run_id=run_id, uri=f"models:/{model_name}/{version}",
         aliases=[CHALLENGER, CHAMPION] if promoted else [CHALLENGER],
         metrics={k: float(v) for k, v in metrics.items()}, promoted=promoted,
         champion_version=str(version if promoted else (current.version if current else "")),
     )
+
+
+_TRANSIENT_FIX = ("the tracking store {uri} was busy or unreachable; nothing was registered, and the "
+                  "pipeline retries this step (if it keeps failing, check the store and rerun)")
+_TRANSIENT_WORDS = ("database is locked", "database is busy", "temporarily unavailable", "connection reset",
+                    "connection refused", "connection aborted", "timed out", "timeout",
+                    "max retries exceeded", "failed to establish a new connection")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A cause that may go away by itself: network errors, timeouts, a locked SQLite store.
+
+    MLflow wraps SQLAlchemy and HTTP errors in MlflowException, so the whole cause chain is read.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (ConnectionError, TimeoutError)):
+            return True
+        if isinstance(cause, MlflowException) and cause.error_code in ("TEMPORARILY_UNAVAILABLE",
+                                                                       "REQUEST_LIMIT_EXCEEDED"):
+            return True
+        if (isinstance(cause, MlflowException) or type(cause).__name__ == "OperationalError"
+                or type(cause).__module__.startswith(("requests", "urllib3"))):
+            if any(w in str(cause).lower() for w in _TRANSIENT_WORDS):
+                return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error, capped: SQLAlchemy appends the whole SQL statement."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _rollback(client: MlflowClient, name: str, run_id: str | None, version: str | None,
