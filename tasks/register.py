@@ -9,6 +9,7 @@ from trainflow.pipeline import register as step
 from trainflow.pipeline.fit import FitOutcome
 from trainflow.pipeline.load import LoadedData
 from trainflow.registry import RegisteredModel, tracking_uri
+from trainflow.secrets import mask_text
 from trainflow.spec import JobSpec
 
 
@@ -18,7 +19,7 @@ def register(spec: JobSpec, outcome: FitOutcome, metrics: dict[str, float], data
     model = step.register(spec, outcome, metrics, data)
     lines = [f"**{model.name}** version **{model.version}** ({', '.join(model.aliases) or 'no alias'})",
              "", f"- URI: `{model.uri}`", f"- champion: `{model.champion_uri}` (version {model.champion_version})",
-             f"- tracking: `{tracking_uri()}`, run `{model.run_id}`", "",
+             f"- tracking: `{mask_text(tracking_uri())}`, run `{model.run_id}`", "",
              "| metric | value |", "|---|---|", *[f"| {k} | {v:.6g} |" for k, v in model.metrics.items()]]
     create_markdown_artifact(key="model-version", markdown="\n".join(lines),
                              description=f"MLflow model version for {spec.name}")

@@ -21,6 +21,7 @@ from trainflow.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_SPEC = ROOT / "deployments" / "specs" / "credit_risk_xgboost.yaml"
+SECRET = "tok-SECRET-4242"
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +82,9 @@ def versions(name: str) -> list:
 
 @pytest.fixture(scope="module")
 def first_run(ray_cluster, prefect_api, workdir, warehouse):
-    state = run_flow(demo_spec(warehouse, name="pipe-good", register__model_name="pipe-model"))
+    spec = demo_spec(warehouse, name="pipe-good", register__model_name="pipe-model")
+    spec["trainer"]["params"]["api_token"] = SECRET  # must never show in logs, artifacts or MLflow
+    state = run_flow(spec)
     assert state.is_completed(), state.message
     return state
 
@@ -137,6 +140,10 @@ def test_flow_run_has_artifacts_and_progress_logs(first_run, prefect_api):
     assert "rmse" in str(metrics.data)
     messages = [log.message for log in logs]
     assert any(m.startswith("fit [10]") and "eval-rmse" in m for m in messages), messages[:20]
+    shown = messages + [f"{a.data} {a.description}" for a in arts]
+    assert not [m for m in shown if SECRET in m]
+    params = MlflowClient().get_run(first_run.result()["run_id"]).data.params
+    assert params["params.api_token"] == "***"
 
 
 def test_register_is_retried_while_the_store_is_busy(first_run, workdir, warehouse):

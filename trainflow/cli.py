@@ -68,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     api = ensure_server()  # before Prefect or Ray start, so Ray workers inherit PREFECT_API_URL
     from flows.pipeline import training_pipeline
     from trainflow.registry import get_champion, tracking_uri
+    from trainflow.secrets import mask_text
 
     start = time.perf_counter()
     state = training_pipeline(spec, return_state=True)
@@ -77,7 +78,8 @@ def _run(args: argparse.Namespace) -> int:
             f"The flow run failed: {state.message}. Re-run with --debug or open the run in the Prefect UI ({api}).")
     result: dict[str, Any] = state.result()
     champion = get_champion(spec.register.model_name)
-    result.update(seconds=round(time.perf_counter() - start, 1), tracking_uri=tracking_uri(), prefect_api=api)
+    result.update(seconds=round(time.perf_counter() - start, 1), tracking_uri=mask_text(tracking_uri()),
+                  prefect_api=mask_text(str(api)))
     if champion is not None:
         result["champion_metrics"] = {k: v for k, v in champion[1].items() if k in result["metrics"]}
     _print_result(result)

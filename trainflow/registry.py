@@ -29,11 +29,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from trainflow.errors import ConfigError, RegistryError
+from trainflow.secrets import flatten_masked, mask_text
 
 Framework = Literal["xgboost", "lightgbm", "pytorch"]
 CHAMPION, CHALLENGER = "champion", "challenger"
-_SECRET_WORDS = {"password", "passwd", "pwd", "token", "secret", "key", "apikey", "credential",
-                 "credentials"}
 _BAD_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -95,19 +94,6 @@ def _pinned_uri(uri: str) -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(before)  # None unsets both the global and the env var
-
-
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested dicts become dotted keys; values are strings; secret-looking keys are masked."""
-    out: dict[str, str] = {}
-    for k, v in params.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, f"{key}."))
-        else:
-            words = set(re.split(r"[^a-z0-9]+", key.lower()))
-            out[key] = "***" if words & _SECRET_WORDS else str(v)
-    return out
 
 
 def _metric_key(key: str) -> str:
@@ -300,7 +286,7 @@ def register_model(
             step = "logging params, metrics and plots"
             mlflow.set_tags({"trainflow.framework": framework, "trainflow.model_name": model_name,
                              **(tags or {})})
-            mlflow.log_params(_flatten(params))
+            mlflow.log_params(flatten_masked(params))
             batch = [Metric(_metric_key(k), float(v), 0, 0) for k, v in metrics.items()]
             for split, curves in (eval_history or {}).items():
                 for metric, values in curves.items():
@@ -340,8 +326,8 @@ def register_model(
             if not isinstance(exc, Exception):
                 raise
             transient = _is_transient(exc)
-            fix = (_TRANSIENT_FIX if transient else _FIXES[step]).format(uri=uri, framework=framework,
-                                                                         name=model_name)
+            fix = (_TRANSIENT_FIX if transient else _FIXES[step]).format(uri=mask_text(uri),
+                                                                         framework=framework, name=model_name)
             if not clean:
                 fix += (f" (cleanup failed too: the versions of run {run_id} of '{model_name}' carry "
                         "no alias; delete them by hand)")
@@ -387,7 +373,7 @@ def _is_transient(exc: BaseException) -> bool:
 
 def _first_line(exc: BaseException) -> str:
     """The first line of an error, capped: SQLAlchemy appends the whole SQL statement."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = mask_text(str(exc)).strip().splitlines()[0] if str(exc).strip() else ""
     return text if len(text) <= 300 else text[:297] + "..."
 
 
@@ -426,8 +412,8 @@ def get_champion(model_name: str) -> tuple[str, dict[str, float]] | None:
             return None
         return str(current.version), dict(client.get_run(current.run_id).data.metrics)
     except MlflowException as exc:
-        raise RegistryError(f"cannot read the champion of model '{model_name}': {exc}. Fix: "
-                            f"check that the tracking store {tracking_uri()} is reachable") from exc
+        raise RegistryError(f"cannot read the champion of model '{model_name}': {_first_line(exc)}. Fix: "
+                            f"check that the tracking store {mask_text(tracking_uri())} is reachable") from exc
 
 
 def load_champion(model_name: str) -> mlflow.pyfunc.PyFuncModel:
@@ -436,5 +422,5 @@ def load_champion(model_name: str) -> mlflow.pyfunc.PyFuncModel:
         try:
             return mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
         except MlflowException as exc:
-            raise RegistryError(f"cannot load the champion of model '{model_name}': {exc}. Fix: "
+            raise RegistryError(f"cannot load the champion of model '{model_name}': {_first_line(exc)}. Fix: "
                                 "register a model first, or check MLFLOW_TRACKING_URI") from exc

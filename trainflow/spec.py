@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from trainflow.errors import ConfigError
+from trainflow.secrets import MASK, is_secret_name, mask_text
 
 __all__ = [
     "ColumnCheck",
@@ -538,7 +539,7 @@ def _dotted(path: Sequence[str]) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = MASK if value == MASK else mask_text(repr(value))
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -550,6 +551,8 @@ def _describe(error: dict[str, Any]) -> list[str]:
         return [_dotted(path + ([p] if p else [])) + f": {m}" for p, m in ctx["problems"]]
     path, model = _walk(loc)
     where = _dotted(path)
+    if is_secret_name(where):  # never echo a value whose key looks like a password or token
+        error = {**error, "input": MASK}
     if kind == "extra_forbidden":
         _, parent = _walk(loc[:-1])
         accepted = _field_keys(parent) if parent is not None else []

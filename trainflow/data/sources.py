@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from trainflow.errors import DataError, DataSourceNotFound
+from trainflow.secrets import mask_text
 
 DEFAULT_BATCH_ROWS = 65_536
 
@@ -89,7 +90,7 @@ class ParquetSource(Source):
             info = fs.get_file_info(root)
             if info.type == pafs.FileType.NotFound:
                 raise DataSourceNotFound(
-                    f"Parquet path {self.location!r} does not exist. Check the path (relative paths are "
+                    f"Parquet path {mask_text(self.location)!r} does not exist. Check the path (relative paths are "
                     f"read from {os.getcwd()!r}) or pass a URI such as s3://bucket/prefix/."
                 )
             if info.type == pafs.FileType.Directory:
@@ -102,7 +103,7 @@ class ParquetSource(Source):
                 files = [root]
         if not files:
             raise DataSourceNotFound(
-                f"No Parquet files match {self.location!r}. Check the folder or glob pattern."
+                f"No Parquet files match {mask_text(self.location)!r}. Check the folder or glob pattern."
             )
         object.__setattr__(self, "_files", tuple(files))
         return fs, files
@@ -111,7 +112,7 @@ class ParquetSource(Source):
         try:
             return pq.ParquetFile(fs.open_input_file(path))
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"Cannot read Parquet file {path!r}: {exc}") from exc
+            raise DataError(f"Cannot read Parquet file {mask_text(path)!r}: {mask_text(str(exc))}") from exc
 
     def _all_pieces(self) -> list[_Piece]:
         if self.pieces is not None:
@@ -164,7 +165,7 @@ class ParquetSource(Source):
             yield from table.to_batches(max_chunksize=batch_rows)
 
     def describe(self) -> str:
-        return f"Parquet {self.location!r}"
+        return f"Parquet {mask_text(self.location)!r}"
 
 
 # ------------------------------------------------------------------------------------------ SQL

@@ -1,0 +1,61 @@
+"""Secrets stay out of what trainflow shows: masking rules (pure) and the places that use them."""
+from __future__ import annotations
+
+import pytest
+
+from trainflow.data import DataConnector
+from trainflow.errors import DataSourceNotFound
+from trainflow.secrets import flatten_masked, is_secret_name, mask_text
+from trainflow.spec import SpecError, parse_spec
+
+
+@pytest.mark.parametrize("name", ["password", "db_password", "api_token", "aws.secret_access_key", "apiKey",
+                                  "params.private-key", "credentials", "sig"])
+def test_secret_names(name):
+    assert is_secret_name(name)
+
+
+@pytest.mark.parametrize("name", ["max_depth", "learning_rate", "monkey", "keyboard_size", "tokenizer",
+                                  "n_estimators", "objective"])
+def test_ordinary_names(name):
+    assert not is_secret_name(name)
+
+
+@pytest.mark.parametrize("text, masked", [
+    ("s3://AKIAXYZ:wJalrSECRET@bucket/data/*.parquet", "s3://AKIAXYZ:***@bucket/data/*.parquet"),
+    ("postgresql://trainer:pa55word@db.internal:5432/mlflow", "postgresql://trainer:***@db.internal:5432/mlflow"),
+    ("store https://u:p%40ss@mlflow.example.com is down", "store https://u:***@mlflow.example.com is down"),
+    ("https://acct.blob.core.windows.net/c/f.parquet?sv=2024&sig=AbC%2Bd&se=1",
+     "https://acct.blob.core.windows.net/c/f.parquet?sv=2024&sig=***&se=1"),
+    ("http://127.0.0.1:5000/api?token=abc&page=2", "http://127.0.0.1:5000/api?token=***&page=2"),
+    ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+    ("s3://bucket/prefix/", "s3://bucket/prefix/"),
+    ("http://user@host/x", "http://user@host/x"),
+])
+def test_mask_text(text, masked):
+    assert mask_text(text) == masked
+
+
+def test_flatten_masked_hides_secret_keys_and_uri_passwords():
+    flat = flatten_masked({"max_depth": 6, "store": {"api_token": "tok-123", "uri": "s3://k:SECRET@b/p"}})
+    assert flat == {"max_depth": "6", "store.api_token": "***", "store.uri": "s3://k:***@b/p"}
+
+
+def test_missing_parquet_with_credentials_names_it_without_the_secret(tmp_path):
+    location = f"file://{tmp_path}/nope.parquet?token=SECRET-123"
+    with pytest.raises(DataSourceNotFound) as err:
+        DataConnector.from_parquet(location).schema
+    assert "SECRET-123" not in str(err.value) and "nope.parquet" in str(err.value)
+    assert "SECRET" not in DataConnector.from_parquet("s3://AKIA:SECRET@bucket/x.parquet").describe()
+
+
+def test_spec_errors_never_echo_secret_values():
+    spec = {"name": "s", "features": ["a"], "label": "y",
+            "data": {"train": {"parquet": "s3://AKIA:SECRET-1@bucket/t/"}},
+            "trainer": {"framework": "xgboost", "n_estimators": "many", "params": {"api_token": "SECRET-3"}},
+            "register": {"model_name": "m", "api_key": "SECRET-4"}}
+    with pytest.raises(SpecError) as err:
+        parse_spec(spec)
+    message = str(err.value)
+    assert "register.api_key" in message and "(got 'many')" in message  # ordinary values still shown
+    assert "SECRET" not in message, message

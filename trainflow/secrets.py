@@ -1,0 +1,43 @@
+"""Keep secrets out of what trainflow shows: logs, errors, MLflow params and Prefect artifacts.
+
+A value is treated as secret when its name looks like one (password, token, key, ...), or when it
+is the password of a URI (`s3://KEY:SECRET@bucket/...`, `postgresql://user:pw@host/db`) or a URI
+query parameter with such a name (`?sig=...&token=...`).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+MASK = "***"
+SECRET_WORDS = frozenset({"password", "passwd", "pwd", "token", "secret", "key", "apikey", "credential",
+                          "credentials", "sig", "signature", "auth", "authorization"})
+
+_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/@:'\"]*:)[^\s/@'\"]+@")
+_QUERY = re.compile(r"(?P<head>[?&](?P<name>[^=&#\s'\"]+)=)[^&#\s'\"]*")
+
+
+def is_secret_name(name: str) -> bool:
+    """True for names such as `password`, `api_token`, `aws.secret_access_key`, `apiKey`."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name))  # apiKey -> api_Key
+    return bool(set(re.split(r"[^a-z0-9]+", spaced.lower())) & SECRET_WORDS)
+
+
+def mask_text(text: str) -> str:
+    """`text` with every URI password and secret-named query value replaced by ***."""
+    text = _USERINFO.sub(lambda m: m.group("head") + MASK + "@", str(text))
+    return _QUERY.sub(lambda m: m.group("head") + MASK if is_secret_name(m.group("name")) else m.group(0),
+                      text)
+
+
+def flatten_masked(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts become dotted keys and values strings; secret names are masked, URIs cleaned."""
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten_masked(v, f"{key}."))
+        else:
+            out[key] = MASK if is_secret_name(key) else mask_text(str(v))
+    return out
