@@ -291,3 +291,20 @@ def test_gpu_placement_and_clear_error_without_gpu_support(cluster_probe):
     # this machine's GPUs are logical: LightGBM's GPU learner finds no device and says so before training
     assert "device_type='gpu'" in out["gpu_fit"] and "use_gpu=False" in out["gpu_fit"], out["gpu_fit"]
     assert out["gpu_seconds"] < 60
+
+
+def test_rendezvous_of_a_restarted_group_ignores_the_lost_groups_half_done_exchange(ray_cluster):
+    """Rank 1 of a lost group left 'metrics-28' half filled; the restarted group (a new generation)
+    must exchange its own values, not complete the stale slot (which returned a None for rank 1)."""
+    import ray
+
+    from trainflow.distributors.lightgbm import _rendezvous_cls
+
+    actor = _rendezvous_cls().remote(2)
+    try:
+        stale = actor.allgather.remote("lost-group", "metrics-28", 1, "old")
+        ray.wait([stale], timeout=0.5)
+        fresh = [actor.allgather.remote("new-group", "metrics-28", rank, f"new-{rank}") for rank in (0, 1)]
+        assert ray.get(fresh, timeout=30) == [["new-0", "new-1"], ["new-0", "new-1"]]
+    finally:
+        ray.kill(actor)

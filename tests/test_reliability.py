@@ -9,6 +9,7 @@ import pytest
 import xgboost as xgb
 
 from tests.conftest import regression_frame
+from trainflow.distributors.lightgbm import LightGBMEstimator, LightGBMScalingConfig
 from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
 from trainflow.errors import ConfigError, TrainingError
 
@@ -30,6 +31,19 @@ def KillAt(at: int, marker: str, once: bool = True) -> xgb.callback.TrainingCall
             return False
 
     return Killer()
+
+
+def LgbKillAt(at: int, marker: str):
+    """LightGBM's form of KillAt: a callback that SIGKILLs its worker after round `at`, the first time."""
+
+    def kill(env) -> None:
+        if env.iteration + 1 == at and not os.path.exists(marker):
+            with open(marker, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    kill.order = 50
+    return kill
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +82,25 @@ def test_restarts_are_bounded_then_a_clear_error(ray_cluster, data, tmp_path):
 def test_invalid_resilience_settings(ray_cluster, data, kwargs):
     with pytest.raises(ConfigError, match=next(iter(kwargs))):
         XGBEstimator(n_estimators=2, **kwargs).fit(data[1], FEATURES, "y")
+
+
+def test_killed_lightgbm_worker_resumes_from_checkpoint_and_matches_an_uninterrupted_fit(ray_cluster, data,
+                                                                                         tmp_path):
+    """2 workers exchange bins and metrics through the rendezvous; the restarted group must not join
+    the exchanges the lost group left half done, and continues from round 20's trees."""
+    train, holdout = data
+    marker = tmp_path / "killed"
+    params = {"num_leaves": 15, "min_data_in_leaf": 5}
+    est = LightGBMEstimator(n_estimators=40, params=params, scaling_config=LightGBMScalingConfig(num_workers=2),
+                            callbacks=[LgbKillAt(28, str(marker))], checkpoint_every=10)
+    booster = est.fit(train, FEATURES, "y", eval_set=holdout)
+    assert len(marker.read_text().split()) == 1  # it really was killed, once
+    assert booster.current_iteration() == 40
+    history = est.get_eval_results()
+    assert len(history["train"]["rmse"]) == 40 and len(history["eval"]["rmse"]) == 40
+    whole_est = LightGBMEstimator(n_estimators=40, params=params, checkpoint_every=None,
+                                  scaling_config=LightGBMScalingConfig(num_workers=2))
+    whole = whole_est.fit(train, FEATURES, "y", eval_set=holdout)
+    x = holdout[FEATURES].to_numpy(np.float32)
+    np.testing.assert_allclose(booster.predict(x), whole.predict(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(history["eval"]["rmse"], whole_est.get_eval_results()["eval"]["rmse"], rtol=1e-5)

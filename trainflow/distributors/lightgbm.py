@@ -36,10 +36,14 @@ import numpy as np
 import pyarrow as pa
 
 from trainflow.distributors.boosting import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_MAX_RESTARTS,
     BoostingAdapter,
     DistributedBoostingEstimator,
     WorkerJob,
     WorkerResult,
+    join_history,
+    maybe_checkpoint,
 )
 from trainflow.distributors.ingest import categorical_columns, read_shard
 from trainflow.distributors.placement import Placement, ScalingRequest
@@ -108,11 +112,15 @@ def _rendezvous_cls():
 
         def __init__(self, world: int):
             self._world = world
+            self._generation: str | None = None
             self._slots: dict = {}
 
-        async def allgather(self, key: str, rank: int, value: Any) -> list:
+        async def allgather(self, generation: str, key: str, rank: int, value: Any) -> list:
             import asyncio
 
+            if generation != self._generation:
+                # A restarted worker group: drop the slots the lost group left half-filled.
+                self._generation, self._slots = generation, {}
             slot = self._slots.get(key)
             if slot is None:
                 slot = self._slots[key] = {"values": [None] * self._world, "in": 0, "out": 0,
@@ -123,7 +131,7 @@ def _rendezvous_cls():
                 slot["ready"].set()
             await slot["ready"].wait()
             slot["out"] += 1
-            if slot["out"] == self._world:
+            if slot["out"] == self._world and self._slots.get(key) is slot:
                 del self._slots[key]
             return slot["values"]
 
@@ -131,13 +139,24 @@ def _rendezvous_cls():
 
 
 class _Peers:
+    """This worker's view of the rendezvous, for the current worker group only.
+
+    Every (re)started worker group agrees on a fresh generation id first (Ray Train's rank-0
+    broadcast), so a restarted group never joins an exchange that the lost group left half done.
+    """
+
     def __init__(self, actor, rank: int):
+        import uuid
+
+        from ray.train.collective import broadcast_from_rank_zero
+
         self._actor, self._rank = actor, rank
+        self._generation = broadcast_from_rank_zero(uuid.uuid4().hex)
 
     def allgather(self, key: str, value: Any) -> list:
         import ray
 
-        return ray.get(self._actor.allgather.remote(key, self._rank, value))
+        return ray.get(self._actor.allgather.remote(self._generation, key, self._rank, value))
 
 
 class _GlobalMetrics:
@@ -174,6 +193,21 @@ def _combine(metric: str, parts: list[tuple[float, int]]) -> float:
     return sum(v * n for v, n in parts) / total
 
 
+class _Checkpoint:
+    """On every rank: a resumable checkpoint every `checkpoint_every` rounds (see maybe_checkpoint)."""
+
+    def __init__(self, job: WorkerJob, rank: int, before: dict, history: dict):
+        self.order = 25  # after record_evaluation (20), so this round's metrics are in `history`
+        self.before_iteration = False
+        self._job, self._rank, self._before, self._history = job, rank, before, history
+
+    def __call__(self, env) -> None:
+        history = join_history(self._before, {d: {m: [float(v) for v in vals] for m, vals in ms.items()}
+                                              for d, ms in self._history.items()})
+        maybe_checkpoint(self._job, self._rank, env.iteration + 1,
+                         lambda: env.model.model_to_string().encode(), history)
+
+
 class _Progress:
     def __init__(self, job: WorkerJob):
         self.order = 40  # after record_evaluation (20) and early stopping (30)
@@ -203,9 +237,17 @@ def _local_sample(chunks: list[tuple[np.ndarray, Any]], size: int, seed: int) ->
     return np.concatenate(out) if out else np.empty((0, chunks[0][0].shape[1]), np.float32)
 
 
-def _stack(chunks: list[tuple[np.ndarray, Any]]) -> tuple[list[np.ndarray], np.ndarray]:
-    # lgb.Dataset takes the list of 2-D chunks as is (LGBM_DatasetCreateFromMats): no concatenated copy
-    return [f for f, _ in chunks], np.concatenate([y for _, y in chunks])
+def _stack(chunks: list[tuple[np.ndarray, Any]], single: bool = False) -> tuple[Any, np.ndarray]:
+    """Features and labels for lgb.Dataset.
+
+    lgb.Dataset takes the list of 2-D chunks as is (LGBM_DatasetCreateFromMats): no concatenated copy.
+    `single`: one 2-D array instead, which a resumed fit needs (LightGBM scores the rows with the
+    checkpoint's trees through its predictor, which takes no list).
+    """
+    features = [f for f, _ in chunks]
+    if single:
+        features = features[0] if len(features) == 1 else np.concatenate(features)
+    return features, np.concatenate([y for _, y in chunks])
 
 
 def _categorical_names(job: WorkerJob, user: Any) -> list[str]:
@@ -229,6 +271,7 @@ def _categorical_names(job: WorkerJob, user: Any) -> list[str]:
 class _LightGBMAdapter(BoostingAdapter):
     name = "lightgbm"
     supports_categorical = True
+    supports_resume = True
 
     def trainer_cls(self):
         from ray.train.lightgbm import LightGBMTrainer  # Ray Train V2's trainer (V2 is the default)
@@ -307,19 +350,26 @@ class _LightGBMAdapter(BoostingAdapter):
             params.update(network, tree_learner=params.get("tree_learner", "data_parallel"), pre_partition=True)
             reference = self._shared_bins(job, params, chunks, counts, peers, rank, cat_names)
 
-        features, label = _stack(chunks)
+        resume = job.resume
+        # A resumed fit starts from the checkpoint's trees: lgb.train scores the rows with them while it
+        # builds the Datasets, so these are built lazily there (an early construct() frees the rows).
+        init_model = self.load(resume.model) if resume else None
+        features, label = _stack(chunks, single=init_model is not None)
         dtrain = lgb.Dataset(features, label=label, feature_name=job.input_cols, params=params,
                              reference=reference, free_raw_data=True,
                              **({} if reference is not None else {"categorical_feature": cat_names or "auto"}))
-        dtrain.construct()
+        if init_model is None:
+            dtrain.construct()
         del chunks, features, label
         valid_sets, names = [dtrain], ["train"]
         if eval_chunks is not None:
             if rows["eval"] == 0:  # this worker's slice of a tiny eval set is empty: a 1-row stand-in
                 eval_chunks = [(np.zeros((1, len(job.input_cols)), np.float32), np.ones(1, np.float32))]
-            efeatures, elabel = _stack(eval_chunks)
+            efeatures, elabel = _stack(eval_chunks, single=init_model is not None)
             deval = lgb.Dataset(efeatures, label=elabel, feature_name=job.input_cols, params=params,
-                                reference=dtrain, free_raw_data=True).construct()
+                                reference=dtrain, free_raw_data=True)
+            if init_model is None:
+                deval.construct()
             del eval_chunks, efeatures, elabel
             valid_sets.append(deval)
             names.append("eval")
@@ -329,14 +379,16 @@ class _LightGBMAdapter(BoostingAdapter):
         if peers is not None:
             callbacks.append(_GlobalMetrics(peers, rows))  # rows["eval"] == 0 weighs a stand-in at zero
         callbacks.append(lgb.record_evaluation(history))
+        before = resume.history if resume else {}
+        callbacks.append(_Checkpoint(job, rank, before, history))
         if patience and job.eval_shards is not None:
             callbacks.append(lgb.early_stopping(int(patience), verbose=False))
         if rank == 0:
             if job.progress is not None:
                 callbacks.append(_Progress(job))
             callbacks.extend(job.callbacks)
-        booster = lgb.train(params, dtrain, num_boost_round=job.num_rounds, valid_sets=valid_sets,
-                            valid_names=names, callbacks=callbacks)
+        booster = lgb.train(params, dtrain, num_boost_round=job.num_rounds - (resume.rounds_done if resume else 0),
+                            valid_sets=valid_sets, valid_names=names, callbacks=callbacks, init_model=init_model)
         best = booster.best_iteration if patience and job.eval_shards is not None and booster.best_iteration > 0 \
             else None
         if job.categories:
@@ -344,7 +396,8 @@ class _LightGBMAdapter(BoostingAdapter):
             booster.pandas_categorical = [job.categories[c] for c in job.input_cols if c in job.categories]
         # model_to_string keeps the trees up to the best iteration when early stopping found one
         model = booster.model_to_string(num_iteration=best)
-        history = {d: {m: [float(v) for v in vals] for m, vals in ms.items()} for d, ms in history.items()}
+        history = join_history(before, {d: {m: [float(v) for v in vals] for m, vals in ms.items()}
+                                        for d, ms in history.items()})
         return WorkerResult(model.encode(), history, best)
 
     @staticmethod
@@ -432,15 +485,21 @@ def _check_gpu_support(device_type: str) -> None:
 
 
 class LightGBMEstimator(DistributedBoostingEstimator):
-    """Distributed LightGBM. `params` keys win over `n_estimators`/`objective`."""
+    """Distributed LightGBM. `params` keys win over `n_estimators`/`objective`.
+
+    Like XGBEstimator, a checkpoint every `checkpoint_every` rounds lets a fit survive the loss of
+    workers (up to `max_restarts` restarts of the worker group from the latest checkpoint).
+    """
 
     _adapter = _LightGBMAdapter()
     _default_objective = "regression"
 
     def __init__(self, n_estimators: int = 100, objective: str = "regression",
                  params: dict[str, Any] | None = None, scaling_config: LightGBMScalingConfig | None = None,
-                 callbacks: list[Any] | None = None):
-        super().__init__(n_estimators, objective, params, scaling_config, callbacks)
+                 callbacks: list[Any] | None = None, *, checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
+                 max_restarts: int = DEFAULT_MAX_RESTARTS):
+        super().__init__(n_estimators, objective, params, scaling_config, callbacks,
+                         checkpoint_every=checkpoint_every, max_restarts=max_restarts)
 
     def _training_params(self) -> tuple[dict[str, Any], int]:
         # Like the base, but with LightGBM's own names for the number of rounds and the objective.
