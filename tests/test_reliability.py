@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -104,3 +105,75 @@ def test_killed_lightgbm_worker_resumes_from_checkpoint_and_matches_an_uninterru
     x = holdout[FEATURES].to_numpy(np.float32)
     np.testing.assert_allclose(booster.predict(x), whole.predict(x), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(history["eval"]["rmse"], whole_est.get_eval_results()["eval"]["rmse"], rtol=1e-5)
+
+
+def credit_mlp_killed_at(epoch: int, marker: str, log: str, once: bool = True):
+    """The credit MLP example, with rank 0 SIGKILLed once it has trained epoch `epoch`, before reporting
+    it (with `once`, the first time only; each kill appends to `marker`); every epoch a rank-0 process
+    reports is logged as `<pid> <epoch>`."""
+
+    def train_func():
+        from trainflow.distributors.pytorch import get_context
+        from trainflow.examples.credit_mlp import train_func as credit
+
+        context = get_context()
+        report = context.report
+
+        def maybe_die_then_report(metrics, checkpoint=None):
+            if context.get_rank() == 0 and metrics.get("epoch") == epoch and not (once and os.path.exists(marker)):
+                # A reported checkpoint counts once Ray Train's controller has registered it (it polls
+                # the workers every 0.2 s here); an epoch of real work gives it that time.
+                time.sleep(2)
+                with open(marker, "a") as fh:
+                    fh.write(f"{os.getpid()}\n")
+                os.kill(os.getpid(), signal.SIGKILL)
+            if context.get_rank() == 0 and "epoch" in metrics:
+                with open(log, "a") as fh:
+                    fh.write(f"{os.getpid()} {metrics['epoch']}\n")
+            report(metrics, checkpoint)
+
+        context.report = maybe_die_then_report
+        credit()
+
+    return train_func
+
+
+def test_killed_pytorch_worker_resumes_from_the_last_epoch_checkpoint(ray_cluster, tmp_path):
+    from trainflow.data import ShardedDataConnector
+    from trainflow.data.demo import credit_frame
+    from trainflow.distributors.pytorch import PyTorchDistributor, PyTorchScalingConfig
+
+    marker, log = tmp_path / "killed", tmp_path / "epochs.log"
+    result = PyTorchDistributor(credit_mlp_killed_at(4, str(marker), str(log)),
+                                PyTorchScalingConfig(num_workers_per_node=2)).run(
+        dataset_map={"train": ShardedDataConnector.from_dataframe(credit_frame(3000, seed=7))},
+        hyper_params={"epochs": "6", "batch_size": "64"}, artifact_stage_location=str(tmp_path / "stage"),
+    )
+    assert len(marker.read_text().split()) == 1
+    runs: dict[str, list[int]] = {}
+    for pid, epoch in (row.split() for row in log.read_text().splitlines()):
+        runs.setdefault(pid, []).append(int(epoch))
+    first, restarted = runs.values()
+    assert first == [1, 2, 3]
+    # The restart continues after a checkpointed epoch, not from scratch: epoch 3, or epoch 2 if the
+    # controller had not yet registered checkpoint 3 when rank 0 died.
+    assert restarted[0] in (3, 4) and restarted == list(range(restarted[0], 7))
+    history = [m["epoch"] for m in result.get_metrics_history() if "epoch" in m]
+    assert history == [1, 2, 3, 4, 5, 6]  # each epoch once: the checkpoint's history, then the new one
+    assert result.get_metrics()["epoch"] == 6
+    model_dir = tmp_path / "stage" / "model" / result.request_id
+    assert sorted(p.name for p in model_dir.iterdir()) == ["model.json", "model.pt"]
+
+
+def test_pytorch_restarts_are_bounded(ray_cluster, tmp_path):
+    from trainflow.data import ShardedDataConnector
+    from trainflow.data.demo import credit_frame
+    from trainflow.distributors.pytorch import PyTorchDistributor, PyTorchScalingConfig
+
+    marker, log = tmp_path / "killed", tmp_path / "epochs.log"
+    always = credit_mlp_killed_at(2, str(marker), str(log), once=False)
+    with pytest.raises(TrainingError, match="gave up after 1 restart"):
+        PyTorchDistributor(always, PyTorchScalingConfig(num_workers_per_node=2), max_restarts=1).run(
+            dataset_map={"train": ShardedDataConnector.from_dataframe(credit_frame(1000, seed=7))},
+            hyper_params={"epochs": "3", "batch_size": "64"}, artifact_stage_location=str(tmp_path / "stage"))
+    assert len(marker.read_text().split()) == 2  # the first attempt and one restart, both killed

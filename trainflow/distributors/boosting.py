@@ -313,7 +313,7 @@ class DistributedBoostingEstimator:
         )
         if categorical:
             job.categories = collect_categories([c for c in (train, evaluation) if c is not None], categorical)
-        restarts = _check_restarts(self.max_restarts) if self._adapter.supports_resume else 0
+        restarts = check_restarts(self.max_restarts) if self._adapter.supports_resume else 0
         drain = own_channel = None
         if period:
             if isinstance(progress, ProgressChannel):
@@ -442,7 +442,7 @@ def _check_every(every: int | None) -> int | None:
     return every
 
 
-def _check_restarts(restarts: int) -> int:
+def check_restarts(restarts: int) -> int:
     if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 0:
         raise ConfigError(f"max_restarts={restarts!r} is invalid: use an integer >= 0.")
     return restarts

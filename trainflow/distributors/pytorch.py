@@ -44,31 +44,52 @@ How it works
 * `context.report(metrics)` may be called any number of times on any rank (it is not a barrier).
   The result's `get_metrics()` holds the latest value of every key rank 0 reported;
   `get_metrics_history()` every call of rank 0 in order.
+* Worker loss: `context.report(metrics, checkpoint=state)` (every rank, e.g. once per epoch) saves
+  rank 0's state under `<artifact_stage_location>/checkpoints/<request_id>`. If a worker dies, Ray
+  Train restarts the worker group (up to `max_restarts`, default 3) and `train_func` runs again with
+  `context.get_checkpoint()` returning that state, so it continues from the last checkpointed epoch.
+* Modules: torch_context.py (get_context), torch_device.py (device/backend policy),
+  torch_storage.py (artifact locations); this one holds the configs, the worker loop and the driver.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import functools
 import inspect
+import json
 import logging
 import math
 import os
 import shutil
 import tempfile
-import threading
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainflow.distributors.torch_context import (
+    Resume,
+    TrainingContext,
+    active,
+    get_context,
+    tolerate_user_process_group_init,
+)
 from trainflow.distributors.torch_device import backend_for, device_for
+from trainflow.distributors.torch_storage import (
+    DEFAULT_ARTIFACT_LOCATION,
+    Location,
+    copy_tree,
+    download_dir,
+    resolve_location,
+)
 from trainflow.errors import ConfigError, ResourceError, TrainingError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ARTIFACT_LOCATION = os.path.join(".trainflow", "artifacts")
 CHECKPOINT_DIR_NAME = "final"
+STATE_FILE = "state.pt"
+HISTORY_FILE = "metrics_history.json"
+DEFAULT_MAX_RESTARTS = 3
 
 __all__ = [
     "PyTorchDistributor",
@@ -172,150 +193,6 @@ def check_resources(scaling: PyTorchScalingConfig, nodes: list) -> None:
         )
 
 
-# ----------------------------------------------------------------------------------- the context
-class TrainingContext:
-    """What `get_context()` returns inside `train_func` (Snowflake's context API)."""
-
-    def __init__(self, *, world_rank: int, world_size: int, local_rank: int, local_world_size: int,
-                 node_rank: int, dataset_map: dict[str, Any], hyper_params: dict[str, str],
-                 model_dir: str, device: Any, progress: Any = None):
-        self._world_rank, self._world_size = world_rank, world_size
-        self._local_rank, self._local_world_size = local_rank, local_world_size
-        self._node_rank = node_rank
-        self._dataset_map = dataset_map
-        self._hyper_params = hyper_params
-        self._model_dir = model_dir
-        self._device = device
-        self._progress = progress
-        self._metrics: dict[str, Any] = {}
-        self._history: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def get_world_size(self) -> int:
-        return self._world_size
-
-    def get_world_rank(self) -> int:
-        return self._world_rank
-
-    def get_rank(self) -> int:
-        """Alias of get_world_rank (Snowflake's examples use it)."""
-        return self._world_rank
-
-    def get_local_rank(self) -> int:
-        return self._local_rank
-
-    def get_local_world_size(self) -> int:
-        return self._local_world_size
-
-    def get_node_rank(self) -> int:
-        return self._node_rank
-
-    def get_dataset_map(self) -> dict[str, Any]:
-        """The `dataset_map` given to run(): DataConnector / ShardedDataConnector (get_shard())."""
-        return self._dataset_map
-
-    def get_hyper_params(self) -> dict[str, str]:
-        """The `hyper_params` given to run(), str → str (parse numbers yourself)."""
-        return dict(self._hyper_params)
-
-    def get_model_dir(self) -> str:
-        """A local folder on this worker; what rank 0 writes here becomes the model artifact."""
-        return self._model_dir
-
-    def get_default_device(self):
-        """`cuda:<index>` of this worker's GPU (= local rank with one GPU per worker), else cpu."""
-        return self._device
-
-    def report(self, metrics: Mapping[str, Any]) -> None:
-        """Record metrics (not a barrier: call from any rank, any number of times).
-
-        Rank 0's latest value per key is the result's `get_metrics()`; every call of rank 0 is kept in
-        `get_metrics_history()`. Values should be numbers or strings (tensors are turned into numbers).
-        """
-        if not isinstance(metrics, Mapping):
-            raise TypeError(f"report() takes a dict of metric name → value, got {type(metrics).__name__}")
-        clean = {str(k): _plain(v) for k, v in metrics.items()}
-        with self._lock:
-            self._metrics.update(clean)
-            self._history.append(clean)
-        if self._progress is not None and self._world_rank == 0:
-            shown = "  ".join(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in clean.items())
-            try:
-                self._progress.put(f"[{len(self._history)}]  {shown}")
-            except Exception:  # a watcher that went away must not fail training
-                pass
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item") and callable(value.item):
-        try:
-            value = value.item()
-        except (ValueError, RuntimeError):
-            return str(value)
-    if isinstance(value, bool) or isinstance(value, (int, float, str)) or value is None:
-        return value
-    return str(value)
-
-
-_CURRENT: TrainingContext | None = None
-
-
-def get_context() -> TrainingContext:
-    """The running training function's context; RuntimeError anywhere else."""
-    if _CURRENT is None:
-        raise RuntimeError(
-            "get_context() only works inside a training function run by PyTorchDistributor.run() "
-            "(it describes that worker's rank, data and model folder)."
-        )
-    return _CURRENT
-
-
-# ------------------------------------------------------------------ init_process_group tolerance
-@contextmanager
-def tolerate_user_process_group_init():
-    """While active, `dist.init_process_group(...)` on an initialised default group is a no-op."""
-    import torch.distributed as dist
-    import torch.distributed.distributed_c10d as c10d
-
-    original = c10d.init_process_group
-
-    @functools.wraps(original)
-    def init_process_group(*args, **kwargs):
-        if not (dist.is_available() and dist.is_initialized()):
-            return original(*args, **kwargs)
-        bound = _bind(original, args, kwargs)
-        for name, actual in (("rank", dist.get_rank()), ("world_size", dist.get_world_size())):
-            wanted = bound.get(name, -1)
-            if wanted not in (None, -1) and wanted != actual:
-                raise ValueError(
-                    f"init_process_group({name}={wanted}) disagrees with the process group trainflow "
-                    f"already set up ({name}={actual}); leave {name} out, the group is ready."
-                )
-        backend = bound.get("backend")
-        current = dist.get_backend()
-        if backend is not None and str(backend).lower() not in str(current).lower():
-            logger.info("init_process_group(backend=%r) ignored: the process group is already "
-                        "initialised with %r for this worker's devices.", backend, current)
-        return None
-
-    saved = [(mod, mod.init_process_group) for mod in (dist, c10d)]
-    for mod, _ in saved:
-        mod.init_process_group = init_process_group
-    try:
-        yield
-    finally:
-        for mod, before in saved:
-            if mod.init_process_group is init_process_group:
-                mod.init_process_group = before
-
-
-def _bind(fn: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
-    try:
-        return dict(inspect.signature(fn).bind_partial(*args, **kwargs).arguments)
-    except TypeError:
-        return dict(kwargs)
-
-
 # ----------------------------------------------------------------------------------- worker side
 @dataclass
 class _WorkerJob:
@@ -369,27 +246,26 @@ def _node_ranks(ctx) -> tuple[int, int, int]:
 
 
 def _worker_loop(job: _WorkerJob) -> dict[str, Any]:
-    """Ray Train's train_loop_per_worker: set up the context, run train_func, checkpoint rank 0's model."""
-    global _CURRENT
+    """Ray Train's train_loop_per_worker: set up the context (resuming from the latest checkpoint
+    after a restart), run train_func, checkpoint rank 0's model folder."""
     import ray
     import ray.train
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     node_rank, local_rank, local_world = _node_ranks(ctx)
+    checkpoint = ray.train.get_checkpoint()
     model_dir = tempfile.mkdtemp(prefix=f"trainflow-model-{job.request_id}-rank{rank}-")
     context = TrainingContext(
         world_rank=rank, world_size=world, local_rank=local_rank, local_world_size=local_world,
         node_rank=node_rank, dataset_map=job.dataset_map, hyper_params=dict(job.hyper_params),
         model_dir=model_dir, device=_default_device(), progress=job.progress,
+        checkpointer=functools.partial(_save_checkpoint, rank),
+        resume=_read_resume(checkpoint) if checkpoint is not None else None,
     )
     try:
-        _CURRENT = context
-        try:
-            with tolerate_user_process_group_init():
-                job.train_func()
-        finally:
-            _CURRENT = None
+        with active(context), tolerate_user_process_group_init():
+            job.train_func()
         metrics = dict(context._metrics)
         if rank == 0:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(model_dir),
@@ -401,81 +277,33 @@ def _worker_loop(job: _WorkerJob) -> dict[str, Any]:
         shutil.rmtree(model_dir, ignore_errors=True)
 
 
-# ----------------------------------------------------------------------------------- storage
-@dataclass(frozen=True)
-class _Location:
-    """An artifact location: a pyarrow filesystem, the path inside it, and how to show it to users."""
+def _save_checkpoint(rank: int, metrics: dict[str, Any], state: Any, history: list[dict[str, Any]]) -> None:
+    """context.report(..., checkpoint=state): every rank reports (a barrier); rank 0 attaches its state."""
+    import ray.train
+    import torch
 
-    fs: Any
-    path: str
-    display: str
-
-    def child(self, *parts: str) -> _Location:
-        sep = "/"
-        path = sep.join([self.path.rstrip(sep), *parts])
-        display = sep.join([self.display.rstrip(sep), *parts]) if "://" in self.display else \
-            os.path.join(self.display, *parts)
-        return _Location(self.fs, path, display)
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory(prefix="trainflow-checkpoint-") as folder:
+        torch.save(state, os.path.join(folder, STATE_FILE))
+        with open(os.path.join(folder, HISTORY_FILE), "w") as fh:
+            json.dump(history, fh)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def resolve_location(location: str | os.PathLike | None) -> _Location:
-    """A local path (made absolute) or a URI via pyarrow.fs, falling back to fsspec."""
-    import pyarrow.fs as pafs
+def _read_resume(checkpoint) -> Resume | None:
+    """The state a restarted run continues from; None for the final model folder (nothing to resume)."""
+    import torch
 
-    if location is None:
-        location = DEFAULT_ARTIFACT_LOCATION
-    location = os.fspath(location)
-    if not isinstance(location, str) or not location.strip():
-        raise ConfigError(f"artifact_stage_location={location!r} is invalid: use a path or a URI.")
-    if "://" not in location:
-        path = os.path.abspath(os.path.expanduser(location))
-        return _Location(pafs.LocalFileSystem(), path, path)
-    try:
-        fs, path = pafs.FileSystem.from_uri(location)
-        return _Location(fs, path, location.rstrip("/"))
-    except (pa_errors() + (ValueError,)) as exc:
-        try:
-            import fsspec
-
-            fsspec_fs, path = fsspec.core.url_to_fs(location)
-        except Exception as exc2:  # noqa: BLE001 - unknown scheme / missing driver
-            raise ConfigError(
-                f"artifact_stage_location={location!r} cannot be opened ({exc}; fsspec: {exc2}). Use a "
-                "local path or a URI pyarrow or an installed fsspec driver understands (s3://, gs://, file://)."
-            ) from None
-        return _Location(pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs)), path, location.rstrip("/"))
-
-
-def pa_errors() -> tuple[type[BaseException], ...]:
-    import pyarrow as pa
-
-    return (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError)
-
-
-def copy_tree(src: _Location, dst: _Location) -> None:
-    import pyarrow.fs as pafs
-
-    dst.fs.create_dir(dst.path, recursive=True)
-    infos = src.fs.get_file_info(pafs.FileSelector(src.path, recursive=True))
-    for info in infos:
-        rel = info.path[len(src.path.rstrip("/")) + 1:]
-        target = f"{dst.path.rstrip('/')}/{rel}"
-        if info.type == pafs.FileType.Directory:
-            dst.fs.create_dir(target, recursive=True)
-        elif info.type == pafs.FileType.File:
-            pafs.copy_files(info.path, target, source_filesystem=src.fs, destination_filesystem=dst.fs)
-
-
-def download_dir(location: str, local_dir: str | None = None) -> str:
-    """Copy a model/checkpoint folder (path or URI) to a local folder; returns the local folder."""
-    import pyarrow.fs as pafs
-
-    src = resolve_location(location)
-    if src.fs.get_file_info(src.path).type != pafs.FileType.Directory:
-        raise ConfigError(f"{location!r} is not a folder (expected a model folder from PyTorchDistributor).")
-    local = local_dir or tempfile.mkdtemp(prefix="trainflow-model-")
-    copy_tree(src, _Location(pafs.LocalFileSystem(), os.path.abspath(local), os.path.abspath(local)))
-    return local
+    with checkpoint.as_directory() as folder:
+        path = os.path.join(folder, STATE_FILE)
+        if not os.path.exists(path):
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=True)  # no pickle of arbitrary objects
+        with open(os.path.join(folder, HISTORY_FILE)) as fh:
+            history = json.load(fh)
+    return Resume(state, history)
 
 
 # ----------------------------------------------------------------------------------- driver side
@@ -510,9 +338,11 @@ class PyTorchDistributorResult:
 class PyTorchDistributor:
     """Run `train_func` (no arguments) on `scaling_config` workers with DDP ready (Snowflake's API)."""
 
-    def __init__(self, train_func: Callable[[], Any], scaling_config: PyTorchScalingConfig | None = None):
+    def __init__(self, train_func: Callable[[], Any], scaling_config: PyTorchScalingConfig | None = None,
+                 *, max_restarts: int = DEFAULT_MAX_RESTARTS):
         self.train_func = train_func
         self.scaling_config = scaling_config or PyTorchScalingConfig()
+        self.max_restarts = max_restarts
 
     def run(self, *, dataset_map: Mapping[str, Any] | None = None,
             hyper_params: Mapping[str, str] | None = None,
@@ -524,7 +354,7 @@ class PyTorchDistributor:
         context.report() call on rank 0.
         """
         from trainflow.cluster import cluster_nodes, ensure_cluster
-        from trainflow.distributors.boosting import run_workers
+        from trainflow.distributors.boosting import check_restarts, run_workers
         from trainflow.distributors.progress import ProgressChannel
 
         _check_train_func(self.train_func)
@@ -532,6 +362,7 @@ class PyTorchDistributor:
         if not isinstance(scaling, PyTorchScalingConfig):
             raise ConfigError(f"scaling_config must be a PyTorchScalingConfig, got {type(scaling).__name__}.")
         scaling.check()
+        restarts = check_restarts(self.max_restarts)
         data = _check_dataset_map(dataset_map)
         params = _check_hyper_params(hyper_params)
         location = resolve_location(artifact_stage_location)
@@ -551,14 +382,14 @@ class PyTorchDistributor:
         trainer = functools.partial(_make_trainer, name=request_id, storage=checkpoints,
                                     backend=backend_for(scaling.resources.num_gpus))
         try:
-            result, _ = run_workers(_worker_loop, job, scaling, trainer, "pytorch")
+            result, _ = run_workers(_worker_loop, job, scaling, trainer, "pytorch", max_restarts=restarts)
         finally:
             if drain is not None:
                 drain.stop()
                 own.close()
         if result.checkpoint is None:
             raise TrainingError("Training finished without rank 0's model checkpoint.")
-        ckpt = _Location(checkpoints.fs, result.checkpoint.path,
+        ckpt = Location(checkpoints.fs, result.checkpoint.path,
                          checkpoints.child(request_id, CHECKPOINT_DIR_NAME).display)
         model = location.child("model", request_id)
         copy_tree(ckpt, model)
@@ -570,19 +401,19 @@ class PyTorchDistributor:
         )
 
 
-def _make_trainer(loop, *, train_loop_config, scaling_config, run_config, name: str, storage: _Location,
+def _make_trainer(loop, *, train_loop_config, scaling_config, run_config, name: str, storage: Location,
                   backend: str):
     """run_workers' trainer factory: a TorchTrainer whose run lives in the artifact location.
 
     `backend` is torch_device.backend_for's choice (nccl for whole GPUs, else gloo). The run is named
     after the request id, so a rerun under the same name could resume it.
     """
-    from ray.train import RunConfig
+    from ray.train import CheckpointConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     config = RunConfig(name=name, storage_path=storage.path, storage_filesystem=storage.fs,
                        failure_config=run_config.failure_config,
-                       checkpoint_config=run_config.checkpoint_config)
+                       checkpoint_config=CheckpointConfig(num_to_keep=2))  # the latest state + the model
     return TorchTrainer(loop, train_loop_config=train_loop_config, scaling_config=scaling_config,
                         run_config=config, torch_config=TorchConfig(backend=backend))
 

@@ -139,6 +139,12 @@ def train_func() -> None:
     loss_fn = {"regression": nn.MSELoss(), "binary": nn.BCEWithLogitsLoss(),
                "multiclass": nn.CrossEntropyLoss()}[task]
     optimizer = torch.optim.Adam(ddp.parameters(), lr=lr, weight_decay=weight_decay)
+    first_epoch = 0
+    state = context.get_checkpoint()  # set when this run restarts after a lost worker
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        first_epoch = int(state["epoch"])
 
     # DDP needs the same number of steps on every rank: train on the smallest shard's batch count.
     local_steps = torch.tensor([train.count_rows() // batch_size], device=device)
@@ -155,7 +161,7 @@ def train_func() -> None:
     def target(y: torch.Tensor) -> torch.Tensor:
         return y.long() if task == "multiclass" else y.float().reshape(-1, 1)
 
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, epochs):
         ddp.train()
         start = time.perf_counter()
         total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, rows
@@ -172,7 +178,9 @@ def train_func() -> None:
         seconds = time.perf_counter() - start
         dist.all_reduce(total)
         context.report({"epoch": epoch + 1, "train-loss": float(total[0] / total[1]),
-                        "samples_per_s": float(total[1]) / max(seconds, 1e-9)})
+                        "samples_per_s": float(total[1]) / max(seconds, 1e-9)},
+                       checkpoint={"epoch": epoch + 1, "model": model.state_dict(),
+                                   "optimizer": optimizer.state_dict()})
 
     if evaluation is not None:
         model.eval()

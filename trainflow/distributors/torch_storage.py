@@ -1,0 +1,95 @@
+"""Where PyTorchDistributor keeps artifacts: a local folder or any URI pyarrow (or fsspec) can open.
+
+Models go to `<location>/model/<request_id>`, Ray Train checkpoints to
+`<location>/checkpoints/<request_id>`; on a multi-node cluster the location must be shared storage.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from trainflow.errors import ConfigError
+from trainflow.secrets import mask_text
+
+DEFAULT_ARTIFACT_LOCATION = os.path.join(".trainflow", "artifacts")
+
+
+@dataclass(frozen=True)
+class Location:
+    """An artifact location: a pyarrow filesystem, the path inside it, and how to show it to users."""
+
+    fs: Any
+    path: str
+    display: str
+
+    def child(self, *parts: str) -> Location:
+        sep = "/"
+        path = sep.join([self.path.rstrip(sep), *parts])
+        display = sep.join([self.display.rstrip(sep), *parts]) if "://" in self.display else \
+            os.path.join(self.display, *parts)
+        return Location(self.fs, path, display)
+
+    def __str__(self) -> str:
+        return mask_text(self.display)
+
+
+def resolve_location(location: str | os.PathLike | None) -> Location:
+    """A local path (made absolute) or a URI via pyarrow.fs, falling back to fsspec."""
+    import pyarrow.fs as pafs
+
+    if location is None:
+        location = DEFAULT_ARTIFACT_LOCATION
+    location = os.fspath(location)
+    if not isinstance(location, str) or not location.strip():
+        raise ConfigError(f"artifact_stage_location={location!r} is invalid: use a path or a URI.")
+    if "://" not in location:
+        path = os.path.abspath(os.path.expanduser(location))
+        return Location(pafs.LocalFileSystem(), path, path)
+    try:
+        fs, path = pafs.FileSystem.from_uri(location)
+        return Location(fs, path, location.rstrip("/"))
+    except (pa_errors() + (ValueError,)) as exc:
+        try:
+            import fsspec
+
+            fsspec_fs, path = fsspec.core.url_to_fs(location)
+        except Exception as exc2:  # noqa: BLE001 - unknown scheme / missing driver
+            raise ConfigError(
+                f"artifact_stage_location={mask_text(location)!r} cannot be opened ({exc}; fsspec: {exc2}). Use a "
+                "local path or a URI pyarrow or an installed fsspec driver understands (s3://, gs://, file://)."
+            ) from None
+        return Location(pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs)), path, location.rstrip("/"))
+
+
+def pa_errors() -> tuple[type[BaseException], ...]:
+    import pyarrow as pa
+
+    return (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError)
+
+
+def copy_tree(src: Location, dst: Location) -> None:
+    import pyarrow.fs as pafs
+
+    dst.fs.create_dir(dst.path, recursive=True)
+    infos = src.fs.get_file_info(pafs.FileSelector(src.path, recursive=True))
+    for info in infos:
+        rel = info.path[len(src.path.rstrip("/")) + 1:]
+        target = f"{dst.path.rstrip('/')}/{rel}"
+        if info.type == pafs.FileType.Directory:
+            dst.fs.create_dir(target, recursive=True)
+        elif info.type == pafs.FileType.File:
+            pafs.copy_files(info.path, target, source_filesystem=src.fs, destination_filesystem=dst.fs)
+
+
+def download_dir(location: str, local_dir: str | None = None) -> str:
+    """Copy a model/checkpoint folder (path or URI) to a local folder; returns the local folder."""
+    import pyarrow.fs as pafs
+
+    src = resolve_location(location)
+    if src.fs.get_file_info(src.path).type != pafs.FileType.Directory:
+        raise ConfigError(f"{location!r} is not a folder (expected a model folder from PyTorchDistributor).")
+    local = local_dir or tempfile.mkdtemp(prefix="trainflow-model-")
+    copy_tree(src, Location(pafs.LocalFileSystem(), os.path.abspath(local), os.path.abspath(local)))
+    return local
