@@ -223,6 +223,8 @@ def test_unknown_key_in_source() -> None:
         ({"trainer": {"scaling": {"num_workers": 0}}}, "trainer.scaling.num_workers: 0 is not allowed (accepted: -1"),
         ({"trainer": {"scaling": {"use_gpu": "maybe"}}}, "trainer.scaling.use_gpu: input should be a valid boolean"),
         ({"schedule": {"interval_seconds": 10}}, "schedule.interval_seconds: input should be greater than or equal to 60"),
+        ({"trainer": {"max_restarts": -1}}, "trainer.max_restarts: input should be greater than or equal to 0"),
+        ({"trainer": {"checkpoint_every": 0}}, "trainer.checkpoint_every: input should be greater than or equal to 1"),
     ],
 )
 def test_wrong_values_name_their_path(changes: dict, expected: str) -> None:
@@ -279,6 +281,13 @@ def test_scaling_fields_of_the_other_framework() -> None:
     assert "trainer.scaling.num_nodes: not used by xgboost (accepted: num_workers, num_cpu_per_worker, use_gpu)" in str(err)
     err = spec_error(minimal(trainer={"framework": "pytorch", "train_func": "p.m:f", "scaling": {"use_gpu": True}}))
     assert "trainer.scaling.use_gpu: not used by pytorch" in str(err)
+
+
+def test_checkpoint_every_is_for_boosters_only() -> None:
+    err = spec_error(minimal(trainer={"framework": "pytorch", "train_func": "p.m:f", "checkpoint_every": 5}))
+    assert "trainer.checkpoint_every: only for xgboost/lightgbm" in str(err)
+    spec = parse_spec(minimal(trainer={"checkpoint_every": None, "max_restarts": 0}))
+    assert spec.trainer.checkpoint_every is None and spec.trainer.max_restarts == 0
 
 
 def test_auc_on_regression() -> None:

@@ -295,6 +295,14 @@ class TrainerSpec(_Model):
     hyper_params: dict[str, str] = Field(
         default_factory=dict, description="pytorch only: hyper-parameters passed to train_func."
     )
+    checkpoint_every: int | None = Field(
+        50, ge=1, description="xgboost/lightgbm: rounds between checkpoints a fit resumes from after "
+        "losing a worker; null = only the final model (pytorch: train_func decides)."
+    )
+    max_restarts: int = Field(
+        3, ge=0, description="Restarts of the workers from the latest checkpoint after losing one; "
+        "then the run fails."
+    )
 
     @field_validator("objective", mode="before")
     @classmethod
@@ -320,6 +328,9 @@ class TrainerSpec(_Model):
             found.append(("hyper_params", "only for framework pytorch (use params)"))
         if torch and self.params:
             found.append(("params", "only for xgboost/lightgbm (use hyper_params)"))
+        if torch and self.checkpoint_every != 50:
+            found.append(("checkpoint_every", "only for xgboost/lightgbm (a pytorch train_func checkpoints "
+                                              "with context.report(..., checkpoint=state))"))
         defaults = ScalingSpec()
         wrong = _GBM_SCALING if torch else _TORCH_SCALING
         for key in wrong:

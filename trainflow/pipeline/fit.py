@@ -35,7 +35,8 @@ def build_estimator(spec: JobSpec, shard_plan: ShardPlan) -> DistributedBoosting
     else:
         raise ConfigError(f"trainer.framework={t.framework!r} is not available in this pipeline yet.")
     return cls(n_estimators=t.n_estimators, objective=t.objective, params=dict(t.params),
-               scaling_config=scaling(p.num_workers, p.cpus_per_worker, p.use_gpu))
+               scaling_config=scaling(p.num_workers, p.cpus_per_worker, p.use_gpu),
+               checkpoint_every=t.checkpoint_every, max_restarts=t.max_restarts)
 
 
 def fit(spec: JobSpec, data: LoadedData, shard_plan: ShardPlan,

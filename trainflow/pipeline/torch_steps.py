@@ -111,7 +111,7 @@ class TorchFitOutcome(FitOutcome):
 
 def fit(spec: JobSpec, data: LoadedData, shard_plan: ShardPlan, progress: Any = None) -> TorchFitOutcome:
     fn = resolve_train_func(spec.trainer.train_func)
-    distributor = PyTorchDistributor(fn, scaling_config(spec))
+    distributor = PyTorchDistributor(fn, scaling_config(spec), max_restarts=spec.trainer.max_restarts)
     dataset_map = {"train": ShardedDataConnector.from_connector(data.train),
                    "eval": ShardedDataConnector.from_connector(data.eval)}
     start = time.perf_counter()
