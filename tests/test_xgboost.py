@@ -248,6 +248,14 @@ GPU_PROBE = textwrap.dedent(
     cpu_only = XGBEstimator(scaling_config=XGBScalingConfig(use_gpu=False)).plan()
     with open(os.path.join(out, "cpu_plan.json"), "w") as fh:
         json.dump({"gpu": cpu_only[0].use_gpu, "device": cpu_only[1].get("device")}, fh)
+
+    from trainflow.distributors.ingest import remote
+
+    def visible_gpus():
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    with open(os.path.join(out, "cpu_task.json"), "w") as fh:  # prediction/scan tasks reserve no GPU
+        json.dump({"cuda_visible": ray.get(remote(visible_gpus).remote())}, fh)
     """
 )
 
@@ -266,3 +274,5 @@ def test_gpu_placement_on_logical_gpus(tmp_path):
     assert ranks[0]["gpu_ids"] != ranks[1]["gpu_ids"]
     assert {r["cuda_visible"] for r in ranks} == {r["gpu_ids"][0] for r in ranks}
     assert json.loads((tmp_path / "cpu_plan.json").read_text()) == {"gpu": False, "device": None}
+    # ... and must not see one either (a GPU build of XGBoost would open a CUDA context on it)
+    assert json.loads((tmp_path / "cpu_task.json").read_text()) == {"cuda_visible": ""}

@@ -177,7 +177,12 @@ def check_training_schema(conn: DataConnector, input_cols: list[str], label_col:
 
 @functools.cache
 def remote(fn: Callable):
-    """`fn` as a 1-CPU Ray task (made once per function)."""
+    """`fn` as a 1-CPU Ray task (made once per function) that cannot see GPUs.
+
+    Ray leaves every GPU visible to tasks that reserve none, and a GPU build of XGBoost opens a
+    CUDA context (about 0.5 GB of GPU memory, kept by the pooled worker) as soon as such a task
+    creates a Booster, on a GPU that training workers may own. Seen on an H100/H200 after a GPU fit.
+    """
     import ray
 
-    return ray.remote(num_cpus=1)(fn)
+    return ray.remote(num_cpus=1, runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": ""}})(fn)

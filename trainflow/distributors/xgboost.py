@@ -119,6 +119,9 @@ class _XGBAdapter(BoostingAdapter):
             xgb_model=self.load(resume.model) if resume else None,  # continue from the checkpoint
         )
         best = getattr(booster, "best_iteration", None) if early_stopping else None
+        # The model leaves the worker configured for CPU prediction (where fitted models are mostly
+        # used); a device=cuda booster given numpy rows warns about mismatched devices on every call.
+        booster.set_param({"device": "cpu"})
         return WorkerResult(bytes(booster.save_raw("ubj")), join_history(before, history), best)
 
     def load(self, raw: bytes) -> xgb.Booster:
@@ -127,9 +130,7 @@ class _XGBAdapter(BoostingAdapter):
         return booster
 
     def predict(self, booster: xgb.Booster, features: np.ndarray) -> np.ndarray:
-        # The prediction tasks reserve 1 CPU and no GPU: a booster trained with device=cuda would
-        # otherwise open a CUDA context (about 0.5 GB, kept by the pooled worker) on a GPU it never asked for.
-        booster.set_param({"nthread": 1, "device": "cpu"})
+        booster.set_param({"nthread": 1, "device": "cpu"})  # 1-CPU tasks that see no GPU (ingest.remote)
         return booster.inplace_predict(features)
 
 
