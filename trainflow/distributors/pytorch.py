@@ -75,13 +75,7 @@ from trainflow.distributors.torch_context import (
     tolerate_user_process_group_init,
 )
 from trainflow.distributors.torch_device import backend_for, device_for
-from trainflow.distributors.torch_storage import (
-    DEFAULT_ARTIFACT_LOCATION,
-    Location,
-    copy_tree,
-    download_dir,
-    resolve_location,
-)
+from trainflow.distributors.torch_storage import Location, copy_tree, resolve_location
 from trainflow.errors import ConfigError, ResourceError, TrainingError
 
 logger = logging.getLogger(__name__)

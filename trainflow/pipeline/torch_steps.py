@@ -38,8 +38,8 @@ from trainflow.distributors.pytorch import (
     PyTorchScalingConfig,
     WorkerResourceConfig,
     check_resources,
-    download_dir,
 )
+from trainflow.distributors.torch_storage import download_dir
 from trainflow.errors import ConfigError
 from trainflow.metrics import finalize
 from trainflow.pipeline.fit import FitOutcome
