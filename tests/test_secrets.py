@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from trainflow.data import DataConnector
-from trainflow.errors import DataSourceNotFound
-from trainflow.secrets import flatten_masked, is_secret_name, mask_text
+from trainflow.errors import ConfigError, DataSourceNotFound
+from trainflow.secrets import flatten_masked, is_secret_name, mask_text, resolve_env
 from trainflow.spec import SpecError, parse_spec
 
 
@@ -59,3 +59,26 @@ def test_spec_errors_never_echo_secret_values():
     message = str(err.value)
     assert "register.api_key" in message and "(got 'many')" in message  # ordinary values still shown
     assert "SECRET" not in message, message
+
+
+def test_env_references_resolve_where_used(monkeypatch):
+    monkeypatch.setenv("TF_TEST_KEY", "AKIA:SECRET-9")
+    assert resolve_env("s3://${env:TF_TEST_KEY}@bucket/p/", "data.train.parquet") == "s3://AKIA:SECRET-9@bucket/p/"
+    assert resolve_env(3, "trainer.params.x") == 3 and resolve_env("plain", "x") == "plain"
+    monkeypatch.delenv("TF_TEST_KEY")
+    with pytest.raises(ConfigError, match=r"data.train.parquet: environment variable TF_TEST_KEY is not set"):
+        resolve_env("s3://${env:TF_TEST_KEY}@bucket/p/", "data.train.parquet")
+
+
+def test_spec_keeps_the_reference_and_load_resolves_it(warehouse, monkeypatch):
+    from trainflow.pipeline.load import load
+
+    spec = parse_spec({"name": "env-ref", "features": ["age", "income", "credit_score"], "label": "default_risk",
+                       "data": {"train": {"table": "TRAINING_DATA", "database": "${env:TF_WAREHOUSE}"},
+                                "eval": {"table": "EVAL_DATA", "database": "${env:TF_WAREHOUSE}"}},
+                       "register": {"model_name": "env-ref"}})
+    assert spec.data.train.database == "${env:TF_WAREHOUSE}"  # what Prefect stores as the parameter
+    with pytest.raises(ConfigError, match="data.train.database: environment variable TF_WAREHOUSE"):
+        load(spec)
+    monkeypatch.setenv("TF_WAREHOUSE", str(warehouse))
+    assert load(spec).train_rows > 0

@@ -6,14 +6,18 @@ query parameter with such a name (`?sig=...&token=...`).
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from trainflow.errors import ConfigError
 
 MASK = "***"
 SECRET_WORDS = frozenset({"password", "passwd", "pwd", "token", "secret", "key", "apikey", "credential",
                           "credentials", "sig", "signature", "auth", "authorization"})
 
+_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 _USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/@:'\"]*:)[^\s/@'\"]+@")
 _QUERY = re.compile(r"(?P<head>[?&](?P<name>[^=&#\s'\"]+)=)[^&#\s'\"]*")
 
@@ -41,3 +45,24 @@ def flatten_masked(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
         else:
             out[key] = MASK if is_secret_name(key) else mask_text(str(v))
     return out
+
+
+def resolve_env(value: Any, where: str) -> Any:
+    """`value` with each `${env:NAME}` replaced by the environment variable NAME.
+
+    Specs refer to credentials this way, so the spec (which Prefect stores and shows as the flow
+    run's parameters) holds only the reference; it is resolved where the data is opened, in the
+    process that runs the flow.
+    """
+    if not isinstance(value, str) or "${env:" not in value:
+        return value
+
+    def lookup(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable {name} is not set (the spec refers to it as "
+                              f"${{env:{name}}}). Set it where the flow runs (the Prefect worker's or "
+                              "`trainflow run`'s environment), or write the value into the spec.")
+        return os.environ[name]
+
+    return _ENV_REF.sub(lookup, value)

@@ -11,6 +11,7 @@ from trainflow.distributors.progress import ProgressChannel
 from trainflow.errors import ConfigError
 from trainflow.pipeline.load import LoadedData
 from trainflow.pipeline.shard import ShardPlan
+from trainflow.secrets import resolve_env
 from trainflow.spec import JobSpec
 
 
@@ -34,7 +35,8 @@ def build_estimator(spec: JobSpec, shard_plan: ShardPlan) -> DistributedBoosting
         from trainflow.distributors.lightgbm import LightGBMEstimator as cls, LightGBMScalingConfig as scaling
     else:
         raise ConfigError(f"trainer.framework={t.framework!r} is not available in this pipeline yet.")
-    return cls(n_estimators=t.n_estimators, objective=t.objective, params=dict(t.params),
+    params = {k: resolve_env(v, f"trainer.params.{k}") for k, v in t.params.items()}
+    return cls(n_estimators=t.n_estimators, objective=t.objective, params=params,
                scaling_config=scaling(p.num_workers, p.cpus_per_worker, p.use_gpu),
                checkpoint_every=t.checkpoint_every, max_restarts=t.max_restarts)
 

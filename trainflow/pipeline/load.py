@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from trainflow.data import DataConnector, connect
 from trainflow.data.sources import sample_blocks
 from trainflow.errors import DataError, SchemaValidationError
+from trainflow.secrets import resolve_env
 from trainflow.spec import JobSpec, SourceSpec
 from trainflow.validation import build_schema, format_report, merge_reports, validate_frame
 
@@ -25,19 +26,21 @@ class LoadedData:
     report: list[dict] = field(default_factory=list)
 
 
-def open_source(source: SourceSpec) -> DataConnector:
+def open_source(source: SourceSpec, where: str = "data.train") -> DataConnector:
+    """A connector for one spec source; `${env:NAME}` in its location is resolved here."""
     if source.kind == "parquet":
-        return DataConnector.from_parquet(source.parquet)
+        return DataConnector.from_parquet(resolve_env(source.parquet, f"{where}.parquet"))
+    database = resolve_env(source.database, f"{where}.database")
     if source.kind == "table":
-        return DataConnector.from_dataframe(connect(source.database).table(source.table))
-    return DataConnector.from_sql(source.sql, database=source.database)
+        return DataConnector.from_dataframe(connect(database).table(source.table))
+    return DataConnector.from_sql(source.sql, database=database)
 
 
 def open_data(spec: JobSpec) -> tuple[DataConnector, DataConnector, str]:
     """(train, eval, how eval was chosen); without an eval source, a block-sampled `eval_fraction`."""
     train = open_source(spec.data.train)
     if spec.data.eval is not None:
-        return train, open_source(spec.data.eval), "eval source"
+        return train, open_source(spec.data.eval, "data.eval"), "eval source"
     rest, sample = sample_blocks(train.source, spec.data.eval_fraction, seed=0)
     return DataConnector(rest), DataConnector(sample), f"{spec.data.eval_fraction:.0%} of the training rows"
 

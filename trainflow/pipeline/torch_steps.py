@@ -41,6 +41,7 @@ from trainflow.distributors.pytorch import (
 )
 from trainflow.distributors.torch_storage import download_dir
 from trainflow.errors import ConfigError
+from trainflow.secrets import resolve_env
 from trainflow.metrics import finalize
 from trainflow.pipeline.fit import FitOutcome
 from trainflow.pipeline.load import LoadedData
@@ -89,7 +90,8 @@ def resolve_train_func(ref: str) -> Callable[[], Any]:
 
 
 def hyper_params(spec: JobSpec) -> dict[str, str]:
-    return {**spec.trainer.hyper_params, "input_cols": json.dumps(list(spec.features)),
+    given = {k: resolve_env(v, f"trainer.hyper_params.{k}") for k, v in spec.trainer.hyper_params.items()}
+    return {**given, "input_cols": json.dumps(list(spec.features)),
             "label_col": spec.label, "task": spec.task}
 
 
