@@ -1,7 +1,7 @@
 """Prefect task: MLflow run + model version + aliases, with a link artifact to the version."""
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.retry import transient_only
@@ -21,6 +21,9 @@ def register(spec: JobSpec, outcome: FitOutcome, metrics: dict[str, float], data
              "", f"- URI: `{model.uri}`", f"- champion: `{model.champion_uri}` (version {model.champion_version})",
              f"- tracking: `{mask_text(tracking_uri())}`, run `{model.run_id}`", "",
              "| metric | value |", "|---|---|", *[f"| {k} | {v:.6g} |" for k, v in model.metrics.items()]]
-    create_markdown_artifact(key="model-version", markdown="\n".join(lines),
-                             description=f"MLflow model version for {spec.name}")
+    try:  # the version is registered by now: a failing artifact must not fail (and re-run) the task
+        create_markdown_artifact(key="model-version", markdown="\n".join(lines),
+                                 description=f"MLflow model version for {spec.name}")
+    except Exception as exc:  # noqa: BLE001
+        get_run_logger().warning("Could not create the model-version artifact: %s", exc)
     return model

@@ -65,7 +65,7 @@ def test_gpu_torch_backend(gpus, backend):
 @pytest.mark.parametrize(
     "gpu_ids, visible, device",
     [([], None, "cpu"), (["1"], "0,1", "cuda:1"), ([0], "0,1", "cuda:0"), (["3"], "3", "cuda:0"),
-     (["2"], None, "cuda:0")],
+     (["2"], None, "cuda:2")],
     ids=["no-gpu", "second-of-two", "int-id", "only-own-visible", "visibility-unset"],
 )
 def test_gpu_torch_device_is_local_index_of_own_gpu(gpu_ids, visible, device):

@@ -25,7 +25,8 @@ def KillAt(at: int, marker: str, once: bool = True) -> xgb.callback.TrainingCall
 
     class Killer(xgb.callback.TrainingCallback):
         def after_iteration(self, model, epoch, evals_log) -> bool:
-            if epoch + 1 == at and not (once and os.path.exists(marker)):
+            # num_boosted_rounds, not epoch: xgboost restarts `epoch` at 0 when it continues a checkpoint
+            if model.num_boosted_rounds() == at and not (once and os.path.exists(marker)):
                 with open(marker, "a") as fh:
                     fh.write(f"{os.getpid()}\n")
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -53,12 +54,13 @@ def data():
 
 
 def test_killed_worker_resumes_from_checkpoint_and_finishes_every_round(ray_cluster, data, tmp_path):
+    """Killed at round 28 (resumes from 20), then at round 35 of the resumed run (resumes from 30)."""
     train, holdout = data
-    marker = tmp_path / "killed"
+    first, second = tmp_path / "killed-28", tmp_path / "killed-35"
     est = XGBEstimator(n_estimators=40, params={"max_depth": 4}, scaling_config=XGBScalingConfig(num_workers=2),
-                       callbacks=[KillAt(28, str(marker))], checkpoint_every=10)
+                       callbacks=[KillAt(28, str(first)), KillAt(35, str(second))], checkpoint_every=10)
     booster = est.fit(train, FEATURES, "y", eval_set=holdout)
-    assert len(marker.read_text().split()) == 1  # it really was killed, once
+    assert len(first.read_text().split()) == 1 and len(second.read_text().split()) == 1  # killed twice
     assert booster.num_boosted_rounds() == 40
     history = est.get_eval_results()
     assert len(history["train"]["rmse"]) == 40 and len(history["eval"]["rmse"]) == 40
@@ -177,3 +179,21 @@ def test_pytorch_restarts_are_bounded(ray_cluster, tmp_path):
             dataset_map={"train": ShardedDataConnector.from_dataframe(credit_frame(1000, seed=7))},
             hyper_params={"epochs": "3", "batch_size": "64"}, artifact_stage_location=str(tmp_path / "stage"))
     assert len(marker.read_text().split()) == 2  # the first attempt and one restart, both killed
+
+
+def test_lightgbm_with_early_stopping_restarts_from_round_0(ray_cluster, data, tmp_path):
+    """Early stopping's best-round state is not in a checkpoint: such a fit writes none and a lost
+    worker group trains again from the start, ending where an uninterrupted fit ends."""
+    train, holdout = data
+    marker = tmp_path / "killed"
+    params = {"num_leaves": 15, "min_data_in_leaf": 5, "early_stopping_round": 5, "learning_rate": 0.3}
+    est = LightGBMEstimator(n_estimators=60, params=params, scaling_config=LightGBMScalingConfig(num_workers=2),
+                            callbacks=[LgbKillAt(12, str(marker))], checkpoint_every=5)
+    booster = est.fit(train, FEATURES, "y", eval_set=holdout)
+    assert len(marker.read_text().split()) == 1
+    whole_est = LightGBMEstimator(n_estimators=60, params=params, checkpoint_every=None,
+                                  scaling_config=LightGBMScalingConfig(num_workers=2))
+    whole = whole_est.fit(train, FEATURES, "y", eval_set=holdout)
+    assert est.best_iteration_ == whole_est.best_iteration_
+    x = holdout[FEATURES].to_numpy(np.float32)
+    np.testing.assert_allclose(booster.predict(x), whole.predict(x), rtol=1e-6, atol=1e-6)

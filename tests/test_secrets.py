@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from trainflow.data import DataConnector
-from trainflow.errors import ConfigError, DataSourceNotFound
+from trainflow.errors import ConfigError, DataError, DataSourceNotFound
 from trainflow.secrets import flatten_masked, is_secret_name, mask_text, resolve_env
 from trainflow.spec import SpecError, parse_spec
 
@@ -28,12 +28,22 @@ def test_ordinary_names(name):
     ("https://acct.blob.core.windows.net/c/f.parquet?sv=2024&sig=AbC%2Bd&se=1",
      "https://acct.blob.core.windows.net/c/f.parquet?sv=2024&sig=***&se=1"),
     ("http://127.0.0.1:5000/api?token=abc&page=2", "http://127.0.0.1:5000/api?token=***&page=2"),
+    ("s3://AKIA:wJalr/K7MDENG+bPx@bucket/p/", "s3://AKIA:***@bucket/p/"),  # unencoded "/" in the key
+    ("postgresql://u:p@ss@db/mlflow", "postgresql://u:***@db/mlflow"),
+    ("http://127.0.0.1:5000/api?secretkey=SK&accesskey=AK", "http://127.0.0.1:5000/api?secretkey=***&accesskey=***"),
     ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+    ("see http://host:8080/a/b and s3://b/k", "see http://host:8080/a/b and s3://b/k"),
     ("s3://bucket/prefix/", "s3://bucket/prefix/"),
     ("http://user@host/x", "http://user@host/x"),
 ])
 def test_mask_text(text, masked):
     assert mask_text(text) == masked
+
+
+def test_unparseable_uri_with_credentials_is_a_data_error_without_them():
+    with pytest.raises(DataError) as err:
+        DataConnector.from_parquet("s3://AKIA:wJalr/SECRET@bucket/x.parquet").schema
+    assert "SECRET" not in str(err.value) and "URL-encoded" in str(err.value)
 
 
 def test_flatten_masked_hides_secret_keys_and_uri_passwords():
@@ -68,6 +78,11 @@ def test_env_references_resolve_where_used(monkeypatch):
     monkeypatch.delenv("TF_TEST_KEY")
     with pytest.raises(ConfigError, match=r"data.train.parquet: environment variable TF_TEST_KEY is not set"):
         resolve_env("s3://${env:TF_TEST_KEY}@bucket/p/", "data.train.parquet")
+    monkeypatch.setenv("TF_TEST_KEY", "")
+    with pytest.raises(ConfigError, match="TF_TEST_KEY is empty"):
+        resolve_env("${env:TF_TEST_KEY}", "data.train.parquet")
+    with pytest.raises(ConfigError, match=r"malformed reference"):
+        resolve_env("${env:MY-VAR}", "trainer.params.x")
 
 
 def test_spec_keeps_the_reference_and_load_resolves_it(warehouse, monkeypatch):

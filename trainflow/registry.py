@@ -325,7 +325,9 @@ def register_model(
             clean = _rollback(client, model_name, run_id, version, moved)
             if not isinstance(exc, Exception):
                 raise
-            transient = _is_transient(exc)
+            # Retrying is safe only when this attempt left nothing behind (an alias the store moved
+            # before the error reached us could otherwise stay on a version that is then deleted).
+            transient = clean and _is_transient(exc)
             fix = (_TRANSIENT_FIX if transient else _FIXES[step]).format(uri=mask_text(uri),
                                                                          framework=framework, name=model_name)
             if not clean:
@@ -345,7 +347,7 @@ def register_model(
 _TRANSIENT_FIX = ("the tracking store {uri} was busy or unreachable; nothing was registered, and the "
                   "pipeline retries this step (if it keeps failing, check the store and rerun)")
 _TRANSIENT_WORDS = ("database is locked", "database is busy", "temporarily unavailable", "connection reset",
-                    "connection refused", "connection aborted", "timed out", "timeout",
+                    "connection refused", "connection aborted", "timed out", "read timeout", "connect timeout",
                     "max retries exceeded", "failed to establish a new connection")
 
 

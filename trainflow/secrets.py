@@ -16,16 +16,21 @@ from trainflow.errors import ConfigError
 MASK = "***"
 SECRET_WORDS = frozenset({"password", "passwd", "pwd", "token", "secret", "key", "apikey", "credential",
                           "credentials", "sig", "signature", "auth", "authorization"})
+# Run-together names: accesskey, secretkey, apitoken, clientsecret, dbpassword, sastoken, ...
+_SECRET_PARTS = ("password", "passwd", "secret", "credential", "apikey", "accesskey", "privatekey",
+                 "apitoken", "authtoken", "accesstoken", "refreshtoken", "sastoken")
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
-_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/@:'\"]*:)[^\s/@'\"]+@")
+# The password runs to the last "@" of the URI: unencoded secrets may hold "/" or "@" (AWS keys do).
+_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/@:'\"]*:)[^\s'\"]+@")
 _QUERY = re.compile(r"(?P<head>[?&](?P<name>[^=&#\s'\"]+)=)[^&#\s'\"]*")
 
 
 def is_secret_name(name: str) -> bool:
     """True for names such as `password`, `api_token`, `aws.secret_access_key`, `apiKey`."""
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name))  # apiKey -> api_Key
-    return bool(set(re.split(r"[^a-z0-9]+", spaced.lower())) & SECRET_WORDS)
+    words = re.split(r"[^a-z0-9]+", spaced.lower())
+    return bool(set(words) & SECRET_WORDS) or any(part in word for word in words for part in _SECRET_PARTS)
 
 
 def mask_text(text: str) -> str:
@@ -59,10 +64,15 @@ def resolve_env(value: Any, where: str) -> Any:
 
     def lookup(match: re.Match) -> str:
         name = match.group(1)
-        if name not in os.environ:
-            raise ConfigError(f"{where}: environment variable {name} is not set (the spec refers to it as "
+        if not os.environ.get(name):
+            state = "is empty" if name in os.environ else "is not set"
+            raise ConfigError(f"{where}: environment variable {name} {state} (the spec refers to it as "
                               f"${{env:{name}}}). Set it where the flow runs (the Prefect worker's or "
                               "`trainflow run`'s environment), or write the value into the spec.")
         return os.environ[name]
 
-    return _ENV_REF.sub(lookup, value)
+    resolved = _ENV_REF.sub(lookup, value)
+    if "${env:" in _ENV_REF.sub("", value):
+        raise ConfigError(f"{where}: malformed reference in {mask_text(value)!r}; write ${{env:NAME}} with NAME "
+                          "made of letters, digits and underscores.")
+    return resolved

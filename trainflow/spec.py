@@ -328,7 +328,8 @@ class TrainerSpec(_Model):
             found.append(("hyper_params", "only for framework pytorch (use params)"))
         if torch and self.params:
             found.append(("params", "only for xgboost/lightgbm (use hyper_params)"))
-        if torch and self.checkpoint_every != 50:
+        # compared with the default, not "was it set": generated deployments list every key
+        if torch and self.checkpoint_every != type(self).model_fields["checkpoint_every"].default:
             found.append(("checkpoint_every", "only for xgboost/lightgbm (a pytorch train_func checkpoints "
                                               "with context.report(..., checkpoint=state))"))
         defaults = ScalingSpec()

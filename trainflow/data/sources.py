@@ -72,7 +72,12 @@ class ParquetSource(Source):
     def _fs_and_files(self) -> tuple[pafs.FileSystem, list[str]]:
         loc = self.location
         if "://" in loc and not loc.startswith("file://"):
-            fs, root = pafs.FileSystem.from_uri(loc)
+            try:
+                fs, root = pafs.FileSystem.from_uri(loc)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+                raise DataError(f"Cannot open Parquet location {mask_text(loc)!r}: {mask_text(str(exc))}. "
+                                "Check the URI (credentials with '/' or '@' must be URL-encoded, or given "
+                                "through the environment).") from None
         else:
             fs, root = pafs.LocalFileSystem(), os.path.abspath(loc.removeprefix("file://"))
         if self._files is not None:
@@ -317,7 +322,7 @@ def normalise_database(target: str) -> str:
             return f"{kind}:{os.path.abspath(path)}"
     if "://" in target:
         raise DataError(
-            f"Unsupported database {target!r}: use a DuckDB file path, duckdb:///path or sqlite:///path."
+            f"Unsupported database {mask_text(target)!r}: use a DuckDB file path, duckdb:///path or sqlite:///path."
         )
     kind = "sqlite" if target.endswith((".sqlite", ".sqlite3", ".db")) else "duckdb"
     return f"{kind}:{os.path.abspath(target)}"

@@ -65,11 +65,17 @@ class WorkerJob:
 
 @dataclass(frozen=True)
 class ResumeState:
-    """The latest checkpoint a restarted worker group continues from."""
+    """The latest checkpoint a restarted worker group continues from.
+
+    `final`: the checkpoint is the finished model (the group was lost after its last report), so a
+    restart reports it again instead of training.
+    """
 
     model: bytes
     history: dict[str, dict[str, list[float]]]
     rounds_done: int
+    best_iteration: int | None = None
+    final: bool = False
 
 
 @dataclass
@@ -112,6 +118,14 @@ class BoostingAdapter:
     def end_fit(self, job: WorkerJob) -> None:
         """Driver side, after the workers are done (also on failure): release what begin_fit made."""
 
+    def resumable(self, params: dict[str, Any]) -> bool:
+        """Whether a fit with these params continues correctly from a mid-run checkpoint.
+
+        When not (e.g. early stopping, whose state is not in the checkpoint), no mid-run checkpoints
+        are written and a restarted worker group trains from round 0.
+        """
+        return self.supports_resume
+
     def feature_categories(self, booster: Any, schema: pa.Schema, input_cols: list[str]) -> dict[str, list]:
         """Categorical feature -> its categories as the trained booster encodes them (for prediction)."""
         return {}
@@ -128,12 +142,16 @@ def _worker_loop(job: WorkerJob) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         job.resume = read_checkpoint(checkpoint)
+    if job.resume is not None and job.resume.final:
+        # Lost after the finished model was reported: report it again rather than train anew.
+        report(rank, job.resume.model, job.resume.history, job.resume.best_iteration, final=True)
+        return
     result = job.adapter.train(job, rank, world)
-    report(rank, result.model, result.history, result.best_iteration)
+    report(rank, result.model, result.history, result.best_iteration, final=True)
 
 
 def report(rank: int, model: bytes | None, history: dict, best_iteration: int | None = None,
-           rounds_done: int | None = None) -> None:
+           rounds_done: int | None = None, final: bool = False) -> None:
     """Report to Ray Train from every rank (it is a barrier); rank 0 attaches the model as checkpoint."""
     import ray.train
 
@@ -145,7 +163,8 @@ def report(rank: int, model: bytes | None, history: dict, best_iteration: int | 
         with open(os.path.join(tmp, MODEL_FILE), "wb") as fh:
             fh.write(model)
         with open(os.path.join(tmp, HISTORY_FILE), "w") as fh:
-            json.dump({"history": history, "best_iteration": best_iteration, "rounds_done": rounds_done}, fh)
+            json.dump({"history": history, "best_iteration": best_iteration, "rounds_done": rounds_done,
+                       "final": final}, fh)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -158,17 +177,20 @@ def read_checkpoint(checkpoint) -> ResumeState:
     rounds = meta.get("rounds_done")
     if rounds is None:
         rounds = max((len(v) for m in meta["history"].values() for v in m.values()), default=0)
-    return ResumeState(model, meta["history"], rounds)
+    return ResumeState(model, meta["history"], rounds, meta.get("best_iteration"), bool(meta.get("final")))
 
 
-def maybe_checkpoint(job: WorkerJob, rank: int, done: int, model: Callable[[], bytes], history: dict) -> None:
-    """Every `job.checkpoint_every` rounds (not the last: fit reports that), a checkpoint to resume from.
+def maybe_checkpoint(job: WorkerJob, rank: int, done: int, model: Callable[[], bytes],
+                     history: Callable[[], dict]) -> None:
+    """After round `done` (counted from the first round of the fit, resumed rounds included): every
+    `job.checkpoint_every` rounds, not the last (fit reports that), a checkpoint to resume from.
 
-    Called by every rank after the same round, so the report barrier lines up.
+    Called by every rank after the same round, so the report barrier lines up. `model` and `history`
+    are only called when a checkpoint is due.
     """
     every = job.checkpoint_every
     if every and done % every == 0 and done < job.num_rounds:
-        report(rank, model() if rank == 0 else None, history, rounds_done=done)
+        report(rank, model() if rank == 0 else None, history(), rounds_done=done)
 
 
 def join_history(before: dict, after: dict) -> dict:
@@ -193,7 +215,7 @@ def run_workers(loop: Callable[[Any], None], config: Any, placement: Placement, 
     A worker group that fails (a worker killed, a node lost) is restarted up to `max_restarts` times;
     the loop then finds the latest checkpoint with `ray.train.get_checkpoint()`.
     """
-    from ray.train import FailureConfig, RunConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
 
     run_name = f"{name}-{uuid.uuid4().hex[:8]}"
@@ -202,7 +224,8 @@ def run_workers(loop: Callable[[Any], None], config: Any, placement: Placement, 
         train_loop_config=config,
         scaling_config=placement.ray_scaling_config(),
         run_config=RunConfig(name=run_name, storage_path=_storage_root(),
-                             failure_config=FailureConfig(max_failures=max_restarts)),
+                             failure_config=FailureConfig(max_failures=max_restarts),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     try:
         return trainer.fit(), os.path.join(_storage_root(), run_name)
@@ -309,7 +332,7 @@ class DistributedBoostingEstimator:
             eval_shards=evaluation.split(placement.num_workers) if evaluation is not None else None,
             input_cols=input_cols, label_col=label_col, params=params, num_rounds=rounds,
             cpus=placement.cpus_per_worker, verbose_eval=period, callbacks=list(self.callbacks or []),
-            checkpoint_every=_check_every(self.checkpoint_every),
+            checkpoint_every=_check_every(self.checkpoint_every) if self._adapter.resumable(params) else None,
         )
         if categorical:
             job.categories = collect_categories([c for c in (train, evaluation) if c is not None], categorical)

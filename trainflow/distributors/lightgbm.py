@@ -58,6 +58,7 @@ _OBJECTIVE = ("objective", "objective_type", "app", "application", "loss")
 _DEVICE = ("device_type", "device")
 _TREE_LEARNER = ("tree_learner", "tree", "tree_type", "tree_learner_type")
 _EARLY_STOPPING = ("early_stopping_round", "early_stopping_rounds", "early_stopping", "n_iter_no_change")
+_BOOSTING = ("boosting", "boosting_type", "boost")
 _CATEGORICAL = ("categorical_feature", "cat_feature", "categorical_column", "cat_column", "categorical_features")
 _SAMPLE_CNT = ("bin_construct_sample_cnt", "subsample_for_bin")
 _ROUNDS = ("num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round", "num_rounds",
@@ -202,8 +203,11 @@ class _Checkpoint:
         self._job, self._rank, self._before, self._history = job, rank, before, history
 
     def __call__(self, env) -> None:
-        history = join_history(self._before, {d: {m: [float(v) for v in vals] for m, vals in ms.items()}
-                                              for d, ms in self._history.items()})
+        def history() -> dict:
+            return join_history(self._before, {d: {m: [float(v) for v in vals] for m, vals in ms.items()}
+                                               for d, ms in self._history.items()})
+
+        # env.iteration counts the checkpoint's rounds too (lgb.train continues from init_model's)
         maybe_checkpoint(self._job, self._rank, env.iteration + 1,
                          lambda: env.model.model_to_string().encode(), history)
 
@@ -272,6 +276,12 @@ class _LightGBMAdapter(BoostingAdapter):
     name = "lightgbm"
     supports_categorical = True
     supports_resume = True
+
+    def resumable(self, params: dict[str, Any]) -> bool:
+        # Early stopping keeps its best-round state outside the checkpoint; random forests refuse an
+        # init_model ("init_score ... == nullptr" in rf.hpp). Both restart from round 0 instead.
+        forest = str(_first(params, _BOOSTING) or "gbdt").lower() in ("rf", "random_forest")
+        return _first(params, _EARLY_STOPPING) is None and not forest
 
     def trainer_cls(self):
         from ray.train.lightgbm import LightGBMTrainer  # Ray Train V2's trainer (V2 is the default)

@@ -40,4 +40,7 @@ def device_for(gpu_ids: Sequence[object], cuda_visible_devices: str | None) -> D
         return DeviceChoice("cpu")
     mine = str(gpu_ids[0])
     visible = [v.strip() for v in (cuda_visible_devices or "").split(",") if v.strip()]
-    return DeviceChoice("cuda", visible.index(mine) if mine in visible else 0)
+    if mine in visible:
+        return DeviceChoice("cuda", visible.index(mine))
+    # Visibility not set (RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES): the id is the device index.
+    return DeviceChoice("cuda", int(mine) if mine.isdigit() and not visible else 0)

@@ -43,7 +43,7 @@ def resolve_location(location: str | os.PathLike | None) -> Location:
         location = DEFAULT_ARTIFACT_LOCATION
     location = os.fspath(location)
     if not isinstance(location, str) or not location.strip():
-        raise ConfigError(f"artifact_stage_location={location!r} is invalid: use a path or a URI.")
+        raise ConfigError(f"artifact_stage_location={mask_text(str(location))!r} is invalid: use a path or a URI.")
     if "://" not in location:
         path = os.path.abspath(os.path.expanduser(location))
         return Location(pafs.LocalFileSystem(), path, path)
@@ -57,7 +57,8 @@ def resolve_location(location: str | os.PathLike | None) -> Location:
             fsspec_fs, path = fsspec.core.url_to_fs(location)
         except Exception as exc2:  # noqa: BLE001 - unknown scheme / missing driver
             raise ConfigError(
-                f"artifact_stage_location={mask_text(location)!r} cannot be opened ({exc}; fsspec: {exc2}). Use a "
+                f"artifact_stage_location={mask_text(location)!r} cannot be opened ({mask_text(str(exc))}; "
+                f"fsspec: {mask_text(str(exc2))}). Use a "
                 "local path or a URI pyarrow or an installed fsspec driver understands (s3://, gs://, file://)."
             ) from None
         return Location(pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs)), path, location.rstrip("/"))
@@ -89,7 +90,7 @@ def download_dir(location: str, local_dir: str | None = None) -> str:
 
     src = resolve_location(location)
     if src.fs.get_file_info(src.path).type != pafs.FileType.Directory:
-        raise ConfigError(f"{location!r} is not a folder (expected a model folder from PyTorchDistributor).")
+        raise ConfigError(f"{mask_text(location)!r} is not a folder (expected a model folder from PyTorchDistributor).")
     local = local_dir or tempfile.mkdtemp(prefix="trainflow-model-")
     copy_tree(src, Location(pafs.LocalFileSystem(), os.path.abspath(local), os.path.abspath(local)))
     return local

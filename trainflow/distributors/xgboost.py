@@ -54,7 +54,7 @@ class _Progress(xgb.callback.TrainingCallback):
         self.job = job
 
     def after_iteration(self, model, epoch: int, evals_log) -> bool:
-        done = epoch + 1
+        done = model.num_boosted_rounds()  # `epoch` restarts at 0 when training continues a checkpoint
         if done % self.job.verbose_eval == 0 or done == 1 or done == self.job.num_rounds:
             latest = {d: {m: v[-1] for m, v in ms.items()} for d, ms in evals_log.items()}
             self.job.progress.put(format_metrics(done, latest))
@@ -68,15 +68,22 @@ class _Checkpoint(xgb.callback.TrainingCallback):
         self.job, self.rank, self.before = job, rank, before
 
     def after_iteration(self, model, epoch: int, evals_log) -> bool:
-        history = join_history(self.before, {d: {m: [float(x) for x in v] for m, v in ms.items()}
-                                             for d, ms in evals_log.items()})
-        maybe_checkpoint(self.job, self.rank, epoch + 1, lambda: bytes(model.save_raw("ubj")), history)
+        def history() -> dict:
+            return join_history(self.before, {d: {m: [float(x) for x in v] for m, v in ms.items()}
+                                              for d, ms in evals_log.items()})
+
+        # `epoch` restarts at 0 when training continues a checkpoint; the booster knows the true round
+        maybe_checkpoint(self.job, self.rank, model.num_boosted_rounds(), lambda: bytes(model.save_raw("ubj")),
+                         history)
         return False
 
 
 class _XGBAdapter(BoostingAdapter):
     name = "xgboost"
     supports_resume = True
+
+    def resumable(self, params: dict[str, Any]) -> bool:
+        return params.get("early_stopping_rounds") is None  # its best-round state is not checkpointed
 
     def trainer_cls(self):
         from ray.train.xgboost import XGBoostTrainer

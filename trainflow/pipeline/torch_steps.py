@@ -41,7 +41,7 @@ from trainflow.distributors.pytorch import (
 )
 from trainflow.distributors.torch_storage import download_dir
 from trainflow.errors import ConfigError
-from trainflow.secrets import resolve_env
+from trainflow.secrets import mask_text, resolve_env
 from trainflow.metrics import finalize
 from trainflow.pipeline.fit import FitOutcome
 from trainflow.pipeline.load import LoadedData
@@ -133,7 +133,7 @@ def load_model(model_dir: str):
         meta_path = os.path.join(local, MODEL_META)
         if not os.path.exists(meta_path) or not os.path.exists(os.path.join(local, MODEL_STATE)):
             raise ConfigError(
-                f"The model folder {model_dir} lacks {MODEL_STATE} and/or {MODEL_META}. For the pipeline, "
+                f"The model folder {mask_text(model_dir)} lacks {MODEL_STATE} and/or {MODEL_META}. For the pipeline, "
                 f"train_func must save on rank 0 the state_dict as {MODEL_STATE} and "
                 '{"module": "package.module:Class", "kwargs": {...}} as ' + MODEL_META +
                 " in get_context().get_model_dir() (see trainflow/examples/credit_mlp.py)."
