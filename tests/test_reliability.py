@@ -197,3 +197,28 @@ def test_lightgbm_with_early_stopping_restarts_from_round_0(ray_cluster, data, t
     assert est.best_iteration_ == whole_est.best_iteration_
     x = holdout[FEATURES].to_numpy(np.float32)
     np.testing.assert_allclose(booster.predict(x), whole.predict(x), rtol=1e-6, atol=1e-6)
+
+
+def test_an_error_a_restart_cannot_fix_is_not_retried(ray_cluster, tmp_path):
+    """A trainflow DataError in a worker is recorded: the restarted groups raise it without running
+    the training function again (Ray Train itself would retry it max_restarts times)."""
+    from trainflow.data import ShardedDataConnector
+    from trainflow.data.demo import credit_frame
+    from trainflow.distributors.pytorch import PyTorchDistributor, PyTorchScalingConfig
+    from trainflow.errors import DataError
+
+    log = tmp_path / "calls.log"
+
+    def train_func():
+        from trainflow.distributors.pytorch import get_context
+        from trainflow.errors import DataError
+
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()} {get_context().get_rank()}\n")
+        raise DataError("column 'income' has negative values; fix the source table")
+
+    with pytest.raises(DataError, match="negative values"):
+        PyTorchDistributor(train_func, PyTorchScalingConfig(num_workers_per_node=2), max_restarts=2).run(
+            dataset_map={"train": ShardedDataConnector.from_dataframe(credit_frame(200, seed=1))},
+            artifact_stage_location=str(tmp_path / "stage"))
+    assert sorted(line.split()[1] for line in log.read_text().splitlines()) == ["0", "1"]  # one attempt

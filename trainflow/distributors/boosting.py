@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from trainflow.data.connector import DataConnector
+from trainflow.distributors.fatal import clear, guarded
 from trainflow.distributors.ingest import (
     categorical_columns,
     check_training_schema,
@@ -220,7 +221,7 @@ def run_workers(loop: Callable[[Any], None], config: Any, placement: Placement, 
 
     run_name = f"{name}-{uuid.uuid4().hex[:8]}"
     trainer = trainer_cls(
-        loop,
+        guarded(loop, run_name),
         train_loop_config=config,
         scaling_config=placement.ray_scaling_config(),
         run_config=RunConfig(name=run_name, storage_path=_storage_root(),
@@ -236,6 +237,8 @@ def run_workers(loop: Callable[[Any], None], config: Any, placement: Placement, 
         raise error from None
     except ControllerError as exc:
         raise TrainingError(f"Ray Train's controller failed: {exc.controller_failure}") from exc
+    finally:
+        clear(run_name)
 
 
 def _translate_worker_failure(failures: dict[int, BaseException]) -> TrainflowError:
