@@ -222,3 +222,23 @@ def test_an_error_a_restart_cannot_fix_is_not_retried(ray_cluster, tmp_path):
             dataset_map={"train": ShardedDataConnector.from_dataframe(credit_frame(200, seed=1))},
             artifact_stage_location=str(tmp_path / "stage"))
     assert sorted(line.split()[1] for line in log.read_text().splitlines()) == ["0", "1"]  # one attempt
+
+
+def test_a_checkpoint_state_that_cannot_be_resumed_fails_at_once(ray_cluster, tmp_path):
+    """A numpy array in the state saves fine but torch.load(weights_only=True) refuses it: the first
+    report says so (a ConfigError, not retried) instead of every restart failing later."""
+    from trainflow.data import ShardedDataConnector
+    from trainflow.data.demo import credit_frame
+    from trainflow.distributors.pytorch import PyTorchDistributor, PyTorchScalingConfig
+
+    def train_func():
+        import numpy as np
+
+        from trainflow.distributors.pytorch import get_context
+
+        get_context().report({"epoch": 1}, checkpoint={"epoch": 1, "weights": np.zeros(3)})
+
+    with pytest.raises(ConfigError, match=r"weights_only.*torch.as_tensor"):
+        PyTorchDistributor(train_func, PyTorchScalingConfig(num_workers_per_node=2)).run(
+            dataset_map={"train": ShardedDataConnector.from_dataframe(credit_frame(100, seed=1))},
+            artifact_stage_location=str(tmp_path / "stage"))

@@ -324,7 +324,13 @@ class _LightGBMAdapter(BoostingAdapter):
         if placement.use_gpu:
             _check_gpu_support(str(_first(job.params, _DEVICE) or "gpu"))
         if placement.num_workers > 1:
-            job.extras["rendezvous"] = _rendezvous_cls().remote(placement.num_workers)
+            import ray
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            # On the driver's node when it can be: losing a worker node must not take the exchange along.
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+            job.extras["rendezvous"] = _rendezvous_cls().options(scheduling_strategy=here).remote(
+                placement.num_workers)
 
     def end_fit(self, job: WorkerJob) -> None:
         actor = job.extras.pop("rendezvous", None)

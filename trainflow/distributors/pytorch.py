@@ -280,10 +280,35 @@ def _save_checkpoint(rank: int, metrics: dict[str, Any], state: Any, history: li
         ray.train.report(metrics, checkpoint=None)
         return
     with tempfile.TemporaryDirectory(prefix="trainflow-checkpoint-") as folder:
-        torch.save(state, os.path.join(folder, STATE_FILE))
+        path = os.path.join(folder, STATE_FILE)
+        torch.save(state, path)
+        _check_loadable(path)
         with open(os.path.join(folder, HISTORY_FILE), "w") as fh:
             json.dump(history, fh)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+_STATE_CHECKED = False
+
+
+def _check_loadable(path: str) -> None:
+    """The first checkpoint of a worker is read back as a restart would read it (weights_only), so
+    a state that cannot be resumed fails now, with the fix, rather than on every restart."""
+    global _STATE_CHECKED
+    import torch
+
+    if _STATE_CHECKED:
+        return
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError and friends
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            "context.report(checkpoint=...) got a state that torch.load(weights_only=True) cannot read back "
+            f"({first[:200]}). Use tensors, numbers, strings, lists and dicts (e.g. torch.as_tensor(array) "
+            "for numpy arrays); model.state_dict() and optimizer.state_dict() are fine."
+        ) from None
+    _STATE_CHECKED = True
 
 
 def _read_resume(checkpoint) -> Resume | None:
