@@ -92,9 +92,6 @@ class BoostingAdapter:
     name: str = ""
     # True: string/dictionary feature columns are encoded as category codes (see categorical_columns)
     supports_categorical: bool = False
-    # True: train() continues from job.resume and checkpoints every job.checkpoint_every rounds, so a
-    # lost worker group is restarted; False: a failure fails the fit
-    supports_resume: bool = False
 
     def trainer_cls(self):
         raise NotImplementedError
@@ -120,12 +117,12 @@ class BoostingAdapter:
         """Driver side, after the workers are done (also on failure): release what begin_fit made."""
 
     def resumable(self, params: dict[str, Any]) -> bool:
-        """Whether a fit with these params continues correctly from a mid-run checkpoint.
+        """Whether train() continues correctly from job.resume, a mid-run checkpoint, with these params.
 
         When not (e.g. early stopping, whose state is not in the checkpoint), no mid-run checkpoints
         are written and a restarted worker group trains from round 0.
         """
-        return self.supports_resume
+        return False
 
     def feature_categories(self, booster: Any, schema: pa.Schema, input_cols: list[str]) -> dict[str, list]:
         """Categorical feature -> its categories as the trained booster encodes them (for prediction)."""
@@ -195,11 +192,11 @@ def maybe_checkpoint(job: WorkerJob, rank: int, done: int, model: Callable[[], b
 
 
 def join_history(before: dict, after: dict) -> dict:
-    """Per-round metrics of a resumed run: the checkpoint's rounds, then the new ones."""
+    """Per-round metrics of a resumed run: the checkpoint's rounds, then the new ones (as floats)."""
     out = {d: {m: list(v) for m, v in ms.items()} for d, ms in before.items()}
     for data, metrics in after.items():
         for name, values in metrics.items():
-            out.setdefault(data, {}).setdefault(name, []).extend(values)
+            out.setdefault(data, {}).setdefault(name, []).extend(float(v) for v in values)
     return out
 
 
@@ -329,17 +326,18 @@ class DistributedBoostingEstimator:
                 "(scaling num_workers) or more data."
             )
 
+        every = _check_every(self.checkpoint_every)  # checked even where the fit will not use it
         job = WorkerJob(
             adapter=self._adapter,
             train_shards=train.split(placement.num_workers),
             eval_shards=evaluation.split(placement.num_workers) if evaluation is not None else None,
             input_cols=input_cols, label_col=label_col, params=params, num_rounds=rounds,
             cpus=placement.cpus_per_worker, verbose_eval=period, callbacks=list(self.callbacks or []),
-            checkpoint_every=_check_every(self.checkpoint_every) if self._adapter.resumable(params) else None,
+            checkpoint_every=every if self._adapter.resumable(params) else None,
         )
         if categorical:
             job.categories = collect_categories([c for c in (train, evaluation) if c is not None], categorical)
-        restarts = check_restarts(self.max_restarts) if self._adapter.supports_resume else 0
+        restarts = check_restarts(self.max_restarts)
         drain = own_channel = None
         if period:
             if isinstance(progress, ProgressChannel):

@@ -203,13 +203,9 @@ class _Checkpoint:
         self._job, self._rank, self._before, self._history = job, rank, before, history
 
     def __call__(self, env) -> None:
-        def history() -> dict:
-            return join_history(self._before, {d: {m: [float(v) for v in vals] for m, vals in ms.items()}
-                                               for d, ms in self._history.items()})
-
         # env.iteration counts the checkpoint's rounds too (lgb.train continues from init_model's)
-        maybe_checkpoint(self._job, self._rank, env.iteration + 1,
-                         lambda: env.model.model_to_string().encode(), history)
+        maybe_checkpoint(self._job, self._rank, env.iteration + 1, lambda: env.model.model_to_string().encode(),
+                         lambda: join_history(self._before, self._history))
 
 
 class _Progress:
@@ -275,7 +271,6 @@ def _categorical_names(job: WorkerJob, user: Any) -> list[str]:
 class _LightGBMAdapter(BoostingAdapter):
     name = "lightgbm"
     supports_categorical = True
-    supports_resume = True
 
     def resumable(self, params: dict[str, Any]) -> bool:
         # Early stopping keeps its best-round state outside the checkpoint; random forests refuse an
@@ -412,8 +407,7 @@ class _LightGBMAdapter(BoostingAdapter):
             booster.pandas_categorical = [job.categories[c] for c in job.input_cols if c in job.categories]
         # model_to_string keeps the trees up to the best iteration when early stopping found one
         model = booster.model_to_string(num_iteration=best)
-        history = join_history(before, {d: {m: [float(v) for v in vals] for m, vals in ms.items()}
-                                        for d, ms in history.items()})
+        history = join_history(before, history)
         return WorkerResult(model.encode(), history, best)
 
     @staticmethod

@@ -68,19 +68,14 @@ class _Checkpoint(xgb.callback.TrainingCallback):
         self.job, self.rank, self.before = job, rank, before
 
     def after_iteration(self, model, epoch: int, evals_log) -> bool:
-        def history() -> dict:
-            return join_history(self.before, {d: {m: [float(x) for x in v] for m, v in ms.items()}
-                                              for d, ms in evals_log.items()})
-
         # `epoch` restarts at 0 when training continues a checkpoint; the booster knows the true round
         maybe_checkpoint(self.job, self.rank, model.num_boosted_rounds(), lambda: bytes(model.save_raw("ubj")),
-                         history)
+                         lambda: join_history(self.before, evals_log))
         return False
 
 
 class _XGBAdapter(BoostingAdapter):
     name = "xgboost"
-    supports_resume = True
 
     def resumable(self, params: dict[str, Any]) -> bool:
         return params.get("early_stopping_rounds") is None  # its best-round state is not checkpointed
