@@ -14,9 +14,8 @@ from trainflow.data.sources import (
     ParquetSource,
     RayDatasetSource,
     Source,
-    SqlSource,
-    normalise_database,
 )
+from trainflow.data.sql import SqlSource, normalise_database
 from trainflow.data.warehouse import DEFAULT_DATABASE, SqlFrame
 from trainflow.errors import DataError
 
@@ -85,11 +84,27 @@ class DataConnector:
     def describe(self) -> str:
         return self._source.describe()
 
+    def is_stable(self) -> bool:
+        """Whether reading twice gives the same rows in the same order (then it splits in place)."""
+        return self._source.is_stable()
+
+    def snapshot(self) -> DataConnector:
+        """This data as one fixed set of rows: itself when stable (tables, Parquet, in-memory
+        frames), else read once into Ray's object store (queries, views, lazy Ray Datasets).
+
+        Split, validate, train and predict on the snapshot, so that every step sees the same rows.
+        """
+        source = self._source.snapshot()
+        return self if source is self._source else DataConnector(source)
+
     def split(self, n: int, equal: bool = False) -> list[DataConnector]:
-        """`n` disjoint connectors that together cover every row, in order (for workers)."""
+        """`n` disjoint connectors that together cover every row, in order (for workers).
+
+        A source without a defined row order is read once (`snapshot()`) and that read is split.
+        """
         if n < 1:
             raise DataError(f"Cannot split data into {n} shards: use 1 or more.")
-        return [DataConnector(s) for s in self._source.split(n, equal)]
+        return [DataConnector(s) for s in self._source.snapshot().split(n, equal)]
 
     # ---------------------------------------------------------------- outputs
     def iter_batches(
@@ -142,8 +157,9 @@ class DataConnector:
             return src.dataset
         if isinstance(src, ParquetSource) and src.pieces is None:
             return ray.data.read_parquet(src.location, columns=list(src.columns) if src.columns else None)
+        src = src.snapshot()
         n = max(1, min(64, int(ray.cluster_resources().get("CPU", 1)) * 2))
-        parts = self._source.split(n) if self.count_rows() >= n else [self._source]
+        parts = src.split(n) if src.count_rows() >= n else [src]
         reader = _remote_reader()
         return ray.data.from_arrow_refs([reader.remote(p) for p in parts])
 

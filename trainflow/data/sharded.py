@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainflow.data.connector import DataConnector
+from trainflow.errors import DataError
 
 
 class ShardedDataConnector:
@@ -29,6 +30,11 @@ class ShardedDataConnector:
     def connector(self) -> DataConnector:
         return self._connector
 
+    def snapshot(self) -> ShardedDataConnector:
+        """The same sharding over one fixed read of the data (see DataConnector.snapshot)."""
+        connector = self._connector.snapshot()
+        return self if connector is self._connector else ShardedDataConnector(connector, self._equal)
+
     def shards(self, world_size: int) -> list[DataConnector]:
         return self._connector.split(world_size, equal=self._equal)
 
@@ -36,6 +42,12 @@ class ShardedDataConnector:
         """This worker's shard (call inside a distributed training function)."""
         from trainflow.distributors.context import current_rank_and_world
 
+        if not self._connector.is_stable():
+            raise DataError(
+                f"get_shard() on the {self._connector.describe()}: it has no defined row order, so each "
+                "worker would read different rows. Pass it to PyTorchDistributor.run(dataset_map=...), "
+                "which reads it once, or call .snapshot() on the driver first."
+            )
         rank, world = current_rank_and_world()
         return self.shards(world)[rank]
 

@@ -3,12 +3,12 @@
 A source never holds rows it did not receive from the user. `split(n)` cuts a source into `n`
 contiguous, disjoint sources (by Parquet row group / row range, SQL offset range, object-store slice)
 so each Ray worker reads its own part directly; concatenating the shards in order gives the source.
+SQL sources live in `trainflow.data.sql`, the read-once snapshot in `trainflow.data.snapshot`.
 """
 from __future__ import annotations
 
 import glob as _glob
 import os
-import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -16,13 +16,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from trainflow.data.types import normalise_batch, normalise_schema
 from trainflow.errors import DataError, DataSourceNotFound
 from trainflow.secrets import mask_text
 
 DEFAULT_BATCH_ROWS = 65_536
 
 
-def _ranges(total: int, n: int, equal: bool) -> list[tuple[int, int]]:
+def row_ranges(total: int, n: int, equal: bool) -> list[tuple[int, int]]:
     """`n` contiguous [start, stop) ranges covering `total` rows; `equal` drops the remainder."""
     if equal:
         size = total // n
@@ -31,10 +32,42 @@ def _ranges(total: int, n: int, equal: bool) -> list[tuple[int, int]]:
 
 
 class Source:
-    """Interface every source implements."""
+    """Interface every source implements.
+
+    Subclasses read (`_read_schema`, `_read_batches`); the base applies the type rules of
+    `trainflow.data.types` there, so every consumer (validation, fit, predict, to_pandas) sees the
+    same column types.
+    """
+
+    #: True when reading the same rows twice gives the same rows in the same order, so `split` can
+    #: cut the source in place. A query without a defined order (GROUP BY, DISTINCT, joins, random())
+    #: is not stable: it is read once into a snapshot (trainflow.data.snapshot) before it is split.
+    stable: bool = True
 
     def schema(self) -> pa.Schema:
-        raise NotImplementedError
+        return normalise_schema(self._read_schema())
+
+    def iter_batches(
+        self, columns: Sequence[str] | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
+    ) -> Iterator[pa.RecordBatch]:
+        where = self.describe()
+        for batch in self._read_batches(columns, batch_rows):
+            yield normalise_batch(batch, where)
+
+    def is_stable(self) -> bool:
+        return self.stable
+
+    def snapshot(self) -> Source:
+        """This source if it is stable, else its rows read once (see trainflow.data.snapshot)."""
+        return self if self.is_stable() else self._snapshot()
+
+    def _snapshot(self) -> Source:
+        from trainflow.data.snapshot import take_snapshot
+
+        return take_snapshot(self)
+
+    def release(self) -> None:
+        """Let go of rows this source holds on the cluster's behalf (snapshots); others hold none."""
 
     def count_rows(self) -> int:
         raise NotImplementedError
@@ -42,12 +75,13 @@ class Source:
     def split(self, n: int, equal: bool = False) -> list[Source]:
         raise NotImplementedError
 
-    def iter_batches(
-        self, columns: Sequence[str] | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
-    ) -> Iterator[pa.RecordBatch]:
+    def describe(self) -> str:
         raise NotImplementedError
 
-    def describe(self) -> str:
+    def _read_schema(self) -> pa.Schema:
+        raise NotImplementedError
+
+    def _read_batches(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
 
 
@@ -130,7 +164,7 @@ class ParquetSource(Source):
                 out.append(_Piece(path, rg, 0, meta.row_group(rg).num_rows))
         return out
 
-    def schema(self) -> pa.Schema:
+    def _read_schema(self) -> pa.Schema:
         fs, files = self._fs_and_files()
         schema = self._open(fs, files[0]).schema_arrow
         if self.columns:
@@ -148,7 +182,7 @@ class ParquetSource(Source):
             bounds.append((pos, p))
             pos += p.stop - p.start
         shards = []
-        for start, stop in _ranges(pos, n, equal):
+        for start, stop in row_ranges(pos, n, equal):
             chosen = []
             for offset, p in bounds:
                 lo, hi = max(start, offset), min(stop, offset + p.stop - p.start)
@@ -157,7 +191,7 @@ class ParquetSource(Source):
             shards.append(ParquetSource(self.location, self.columns, tuple(chosen), self._files))
         return shards
 
-    def iter_batches(self, columns=None, batch_rows=DEFAULT_BATCH_ROWS):
+    def _read_batches(self, columns, batch_rows):
         columns = list(columns) if columns is not None else (list(self.columns) if self.columns else None)
         fs, _ = self._fs_and_files()
         handles: dict[str, pq.ParquetFile] = {}
@@ -171,161 +205,6 @@ class ParquetSource(Source):
 
     def describe(self) -> str:
         return f"Parquet {mask_text(self.location)!r}"
-
-
-# ------------------------------------------------------------------------------------------ SQL
-@dataclass(frozen=True)
-class SqlSource(Source):
-    """A table or query in a DuckDB file or SQLite database, read-only, in row-offset ranges."""
-
-    database: str  # normalised: "duckdb:<abs path>" or "sqlite:<abs path>"
-    table: str | None = None
-    query: str | None = None
-    offset: int = 0
-    limit: int | None = None
-
-    @property
-    def _kind_path(self) -> tuple[str, str]:
-        kind, _, path = self.database.partition(":")
-        return kind, path
-
-    def _relation(self) -> str:
-        if self.table is not None:
-            return quote_identifier(self.table)
-        return f"({self.query}) AS q"
-
-    def _connect(self):
-        kind, path = self._kind_path
-        if not os.path.exists(path):
-            raise DataSourceNotFound(
-                f"Database file {path!r} does not exist. Build the demo warehouse with "
-                "`python -m trainflow.data.demo` or point `database` at an existing DuckDB/SQLite file."
-            )
-        if kind == "duckdb":
-            import duckdb
-
-            return duckdb.connect(path, read_only=True)
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-
-    def _run(self, sql: str):
-        conn = self._connect()
-        try:
-            return conn, conn.execute(sql)
-        except Exception as exc:
-            conn.close()
-            raise self._translate(exc) from exc
-
-    def _translate(self, exc: Exception) -> DataError:
-        text = str(exc)
-        if self.table is not None and ("does not exist" in text or "no such table" in text):
-            return DataSourceNotFound(
-                f"Table {self.table!r} not found in {self._kind_path[1]!r}. Check the name (tables are "
-                "matched case-insensitively in DuckDB) or build the demo warehouse with "
-                "`python -m trainflow.data.demo`."
-            )
-        return DataError(f"Query on {self._kind_path[1]!r} failed: {text}")
-
-    def _window(self) -> str:
-        if self.limit is None and not self.offset:
-            return ""
-        limit = self.limit if self.limit is not None else -1
-        return f" LIMIT {int(limit)} OFFSET {int(self.offset)}"
-
-    def schema(self) -> pa.Schema:
-        # DuckDB types a LIMIT 0 result; SQLite only types values, so it needs one row.
-        peek = " LIMIT 0" if self._kind_path[0] == "duckdb" else " LIMIT 1"
-        return next(self._batches(None, 1, peek)).schema
-
-    def count_rows(self) -> int:
-        conn, cur = self._run(f"SELECT count(*) FROM {self._relation()}")
-        try:
-            total = cur.fetchone()[0]
-        finally:
-            conn.close()
-        total = max(total - self.offset, 0)
-        return total if self.limit is None else min(total, self.limit)
-
-    def split(self, n: int, equal: bool = False) -> list[Source]:
-        total = self.count_rows()
-        return [
-            SqlSource(self.database, self.table, self.query, self.offset + a, b - a)
-            for a, b in _ranges(total, n, equal)
-        ]
-
-    def iter_batches(self, columns=None, batch_rows=DEFAULT_BATCH_ROWS):
-        return self._batches(columns, batch_rows, self._window())
-
-    def _batches(self, columns, batch_rows: int, window: str) -> Iterator[pa.RecordBatch]:
-        cols = ", ".join(quote_identifier(c) for c in columns) if columns else "*"
-        sql = f"SELECT {cols} FROM {self._relation()}{window}"
-        if self._kind_path[0] == "duckdb":
-            conn = self._connect()
-            try:
-                cur = conn.sql(sql)
-            except Exception as exc:
-                conn.close()
-                raise self._translate(exc) from exc
-        else:
-            conn, cur = self._run(sql)
-        try:
-            if self._kind_path[0] == "duckdb":
-                reader = cur.to_arrow_reader(batch_rows)
-                empty = True
-                for batch in reader:
-                    empty = False
-                    yield batch
-                if empty:
-                    yield pa.RecordBatch.from_pylist([], schema=reader.schema)
-            else:
-                yield from _sqlite_batches(cur, batch_rows)
-        finally:
-            conn.close()
-
-    def describe(self) -> str:
-        what = f"table {self.table!r}" if self.table is not None else "query"
-        return f"{what} in {self._kind_path[1]!r}"
-
-
-def _sqlite_batches(cur: sqlite3.Cursor, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """SQLite rows → Arrow batches; the first batch fixes the column types."""
-    names = [d[0] for d in cur.description]
-    schema = None
-    while rows := cur.fetchmany(batch_rows):
-        batch = pa.RecordBatch.from_arrays([pa.array(col) for col in zip(*rows)], names=names)
-        if schema is None:
-            schema = batch.schema
-        elif batch.schema != schema:
-            try:
-                batch = batch.cast(schema)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise DataError(
-                    f"SQLite column types change between rows ({exc}); CAST the columns in the query."
-                ) from exc
-        yield batch
-    if schema is None:
-        yield pa.RecordBatch.from_arrays([pa.array([], pa.null()) for _ in names], names=names)
-
-
-def quote_identifier(name: str) -> str:
-    """Quote a SQL identifier so a table/column name can never inject SQL."""
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise DataError(f"Invalid SQL identifier {name!r}: use a non-empty table/column name.")
-    return '"' + name.replace('"', '""') + '"'
-
-
-def normalise_database(target: str) -> str:
-    """`data/x.duckdb`, `duckdb:///path`, `sqlite:///path` → `kind:<absolute path>`."""
-    for scheme, kind in (("duckdb://", "duckdb"), ("sqlite://", "sqlite")):
-        if target.startswith(scheme):
-            rest = target[len(scheme):]
-            path = rest[1:] if rest.startswith("/") else rest  # ///rel/path, ////abs/path (SQLAlchemy style)
-            return f"{kind}:{os.path.abspath(path)}"
-    if "://" in target:
-        raise DataError(
-            f"Unsupported database {mask_text(target)!r}: use a DuckDB file path, duckdb:///path or sqlite:///path."
-        )
-    kind = "sqlite" if target.endswith((".sqlite", ".sqlite3", ".db")) else "duckdb"
-    return f"{kind}:{os.path.abspath(target)}"
 
 
 # ---------------------------------------------------------------------------------- in-memory
@@ -368,7 +247,7 @@ class ArrowSource(Source):
         self._table = None
         self._ref, self.start, self.stop = state["ref"], state["start"], state["stop"]
 
-    def schema(self) -> pa.Schema:
+    def _read_schema(self) -> pa.Schema:
         return self._full().schema
 
     def count_rows(self) -> int:
@@ -379,10 +258,10 @@ class ArrowSource(Source):
         self.__getstate__()  # make sure shards share one object-store copy
         return [
             ArrowSource(self._table, self._ref, self.start + a, self.start + b)
-            for a, b in _ranges(self.count_rows(), n, equal)
+            for a, b in row_ranges(self.count_rows(), n, equal)
         ]
 
-    def iter_batches(self, columns=None, batch_rows=DEFAULT_BATCH_ROWS):
+    def _read_batches(self, columns, batch_rows):
         table = self._sliced()
         if columns is not None:
             _require_columns(table.schema, columns, self.describe())
@@ -400,7 +279,16 @@ class RayDatasetSource(Source):
     def __init__(self, dataset):
         self.dataset = dataset
 
-    def schema(self) -> pa.Schema:
+    def is_stable(self) -> bool:
+        """A lazy Dataset re-executes its plan on every read; a materialized one reads its blocks."""
+        from ray.data.dataset import MaterializedDataset
+
+        return isinstance(self.dataset, MaterializedDataset)
+
+    def _snapshot(self) -> Source:
+        return RayDatasetSource(self.dataset.materialize())
+
+    def _read_schema(self) -> pa.Schema:
         schema = self.dataset.schema()
         base = getattr(schema, "base_schema", schema)
         if isinstance(base, pa.Schema):
@@ -413,7 +301,7 @@ class RayDatasetSource(Source):
     def split(self, n: int, equal: bool = False) -> list[Source]:
         return [RayDatasetSource(part) for part in self.dataset.split(n, equal=equal)]
 
-    def iter_batches(self, columns=None, batch_rows=DEFAULT_BATCH_ROWS):
+    def _read_batches(self, columns, batch_rows):
         ds = self.dataset.select_columns(list(columns)) if columns is not None else self.dataset
         for batch in ds.iter_batches(batch_size=batch_rows, batch_format="pyarrow"):
             yield from batch.to_batches()
@@ -441,7 +329,14 @@ class ConcatSource(Source):
         self.parts = list(parts)
         self.label = label
 
-    def schema(self) -> pa.Schema:
+    def is_stable(self) -> bool:
+        return all(p.is_stable() for p in self.parts)
+
+    def release(self) -> None:
+        for part in self.parts:
+            part.release()
+
+    def _read_schema(self) -> pa.Schema:
         if not self.parts:
             raise DataError(f"{self.label} has no rows.")
         return self.parts[0].schema()
@@ -460,7 +355,7 @@ class ConcatSource(Source):
             start += part.count_rows()
         return [ConcatSource(group, self.label) for group in groups]
 
-    def iter_batches(self, columns=None, batch_rows=DEFAULT_BATCH_ROWS):
+    def _read_batches(self, columns, batch_rows):
         for part in self.parts:
             yield from part.iter_batches(columns, batch_rows)
 

@@ -128,6 +128,8 @@ class TorchDataset(IterableDataset):
                     yield pa.Table.from_batches([rb])
             return
         rng = np.random.default_rng([self.seed, epoch])
+        if not conn.is_stable():  # shuffled windows are splits: they need one fixed read
+            conn = self._connector = conn.snapshot()
         if isinstance(conn.source, ArrowSource):  # rows already in memory: windows are slices
             batches = [rb for rb in conn.iter_batches(self.columns) if rb.num_rows]
             whole = pa.Table.from_batches(batches) if batches else None

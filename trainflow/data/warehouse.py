@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pyarrow as pa
 
-from trainflow.data.sources import SqlSource, normalise_database
+from trainflow.data.sql import SqlSource, normalise_database
 
 DEFAULT_DATABASE = "data/warehouse.duckdb"
 

@@ -32,6 +32,7 @@ from trainflow.distributors.ingest import (
 from trainflow.distributors.placement import Placement, ScalingRequest, decide_placement
 from trainflow.distributors.progress import ProgressChannel
 from trainflow.errors import ConfigError, DataError, NotFittedError, TrainflowError, TrainingError
+from trainflow.waiting import bounded_get
 
 MODEL_FILE = "model.bin"
 PREDICT_ROWS_PER_TASK = 100_000
@@ -311,8 +312,9 @@ class DistributedBoostingEstimator:
         input_cols, label_col = _check_columns_args(input_cols, label_col)
         period = _check_verbose(verbose_eval)
         ensure_cluster()
-        train = _as_connector(dataset, "dataset")
-        evaluation = _as_connector(eval_set, "eval_set") if eval_set is not None else None
+        # One fixed set of rows for every step of the fit (a query is read once, then split).
+        train = _as_connector(dataset, "dataset").snapshot()
+        evaluation = _as_connector(eval_set, "eval_set").snapshot() if eval_set is not None else None
         categorical = categorical_columns(train.schema, input_cols) if self._adapter.supports_categorical else []
         for conn, what in ((train, "training data"), (evaluation, "eval_set")):
             if conn is not None:
@@ -402,6 +404,7 @@ class DistributedBoostingEstimator:
 def predict_connector(adapter: BoostingAdapter, booster: Any, connector: DataConnector,
                       input_cols: list[str]) -> np.ndarray:
     """Batch prediction as Ray tasks over contiguous shards; results concatenated in row order."""
+    connector = connector.snapshot()  # predictions line up with the rows of one read
     categories = adapter.feature_categories(booster, connector.schema, input_cols)
     check_training_schema(connector, input_cols, None, "prediction data", categorical=list(categories))
     out = _map_shards(_predict_shard, adapter, booster, connector, input_cols, categories)
@@ -413,6 +416,7 @@ def score_connector(adapter: BoostingAdapter, booster: Any, connector: DataConne
     """Metric sufficient statistics over every shard (see trainflow.metrics); rows stay on workers."""
     from trainflow.metrics import merge
 
+    connector = connector.snapshot()
     categories = adapter.feature_categories(booster, connector.schema, input_cols)
     check_training_schema(connector, input_cols, label_col, "eval data", categorical=list(categories))
     return merge(_map_shards(_score_shard, adapter, booster, connector, input_cols, label_col, task, categories))
@@ -429,7 +433,8 @@ def _map_shards(fn: Callable, adapter: BoostingAdapter, booster: Any, connector:
     parts = max(1, min(cpus * 4, -(-rows // PREDICT_ROWS_PER_TASK)))
     model_ref = ray.put(booster)
     task = remote(fn)
-    return ray.get([task.remote(adapter, model_ref, shard, *args) for shard in connector.split(parts)])
+    refs = [task.remote(adapter, model_ref, shard, *args) for shard in connector.split(parts)]
+    return bounded_get(refs, f"{fn.__name__.strip('_').replace('_', ' ')} tasks over the {connector.describe()}")
 
 
 def _predict_shard(adapter: BoostingAdapter, booster: Any, shard: DataConnector, input_cols: list[str],

@@ -387,6 +387,8 @@ class PyTorchDistributor:
         location = resolve_location(artifact_stage_location)
         ensure_cluster()
         check_resources(scaling, cluster_nodes())
+        # Every worker splits the same rows: a query is read once here, not once per worker.
+        data = {name: value.snapshot() if hasattr(value, "snapshot") else value for name, value in data.items()}
 
         request_id = f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
         checkpoints = location.child("checkpoints")
