@@ -131,7 +131,7 @@ def build_schema(spec: JobSpec) -> pa_pd.DataFrameSchema:
 
 
 # ------------------------------------------------------------------------------------ validation
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """JSON-friendly scalar: numpy -> python, NaN/NaT -> None, timestamps -> ISO text."""
     if value is None or value is pd.NaT:
         return None
@@ -191,12 +191,12 @@ def _records_from_cases(cases: pd.DataFrame, positions: _Positions) -> list[dict
             if label in examples or len(examples) < MAX_EXAMPLES:
                 example = examples.setdefault(label, {"row": positions(label)})
                 if column is not None:
-                    example[column] = _plain(value)
+                    example[column] = plain_value(value)
             continue
         record["failure_count"] += 1
         if check == "column_in_dataframe" or len(record["examples"]) >= MAX_EXAMPLES:
             continue
-        record["examples"].append({"row": positions(label), column or "value": _plain(value)})
+        record["examples"].append({"row": positions(label), column or "value": plain_value(value)})
     for key, examples in row_examples.items():
         records[key]["examples"] = list(examples.values())
     return list(records.values())

@@ -1,7 +1,6 @@
 """Load: open the spec's data sources lazily and validate them with pandera, batch by batch, on Ray."""
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 from trainflow.data import DataConnector, connect
@@ -9,14 +8,22 @@ from trainflow.data.sources import sample_blocks
 from trainflow.errors import DataError, SchemaValidationError
 from trainflow.secrets import resolve_env
 from trainflow.spec import JobSpec, SourceSpec
+from trainflow.distributors.ingest import remote
+from trainflow.uniqueness import UniqueKey, duplicate_records, partition_keys, unique_keys, without_uniqueness
 from trainflow.validation import build_schema, format_report, merge_reports, validate_frame
+from trainflow.waiting import bounded_get
 
 VALIDATE_BATCH_ROWS = 50_000
 
 
 @dataclass(frozen=True)
 class LoadedData:
-    """References to validated data (no rows): what the later steps read from."""
+    """References to the run's validated data snapshot (no rows): what every later step reads.
+
+    `train` and `eval` are stable connectors (tables and Parquet in place, queries read once into
+    Ray's object store), so validation, the eval split, fit, evaluate and the registered input
+    example see the same rows. `release()` at the end of the run frees the snapshot.
+    """
 
     train: DataConnector
     eval: DataConnector
@@ -24,6 +31,11 @@ class LoadedData:
     eval_rows: int
     eval_source: str
     report: list[dict] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Drop the snapshot blocks this run read (a no-op for data read in place)."""
+        self.train.source.release()
+        self.eval.source.release()
 
 
 def open_source(source: SourceSpec, where: str = "data.train") -> DataConnector:
@@ -37,10 +49,11 @@ def open_source(source: SourceSpec, where: str = "data.train") -> DataConnector:
 
 
 def open_data(spec: JobSpec) -> tuple[DataConnector, DataConnector, str]:
-    """(train, eval, how eval was chosen); without an eval source, a block-sampled `eval_fraction`."""
-    train = open_source(spec.data.train)
+    """(train, eval, how eval was chosen) as the run's snapshot; without an eval source, a
+    block-sampled `eval_fraction` of the training snapshot (disjoint from the rest, together all)."""
+    train = open_source(spec.data.train).snapshot()
     if spec.data.eval is not None:
-        return train, open_source(spec.data.eval, "data.eval"), "eval source"
+        return train, open_source(spec.data.eval, "data.eval").snapshot(), "eval source"
     rest, sample = sample_blocks(train.source, spec.data.eval_fraction, seed=0)
     return DataConnector(rest), DataConnector(sample), f"{spec.data.eval_fraction:.0%} of the training rows"
 
@@ -82,42 +95,67 @@ def _compatible(a, b) -> bool:
 
 
 def validate(spec: JobSpec, connector: DataConnector, what: str) -> list[dict]:
-    """Run the spec's pandera schema over every row, one Ray task per shard, batch by batch."""
+    """Run the spec's pandera schema over every row, one Ray task per shard, batch by batch.
+
+    Row-wise checks run on each batch; `unique` is checked over the whole data by hash partitions
+    (trainflow.uniqueness), so duplicates in different batches or shards are found.
+    """
     import ray
 
     from trainflow.cluster import ensure_cluster
 
     ensure_cluster()
     schema = build_schema(spec)
+    keys = unique_keys(schema)
     columns = [c for c in required_columns(spec) if c in connector.columns]
     rows = connector.count_rows()
     if rows == 0:
         raise DataError(f"The {what} ({connector.describe()}) has no rows; there is nothing to train on.")
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     shards = connector.split(max(1, min(cpus * 2, -(-rows // 200_000))))
+    parts = max(1, min(cpus * 2, -(-rows // 1_000_000))) if keys else 0
     offsets, start = [], 0
     for shard in shards:
         offsets.append(start)
         start += shard.count_rows()
-    task = _validate_task()
-    reports = ray.get([task.remote(s, schema, columns, off) for s, off in zip(shards, offsets)])
-    return merge_reports(reports)
+    task = remote(_validate_shard).options(num_returns=1 + parts)
+    row_schema = without_uniqueness(schema)
+    outputs = [task.remote(s, row_schema, keys, parts, columns, off)
+               for s, off in zip(shards, offsets)]
+    outputs = [out if parts else [out] for out in outputs]
+    reports = [out[0] for out in outputs]
+    dedup = remote(_duplicates_in_partition)
+    reports += [dedup.remote(keys, *[out[1 + p] for out in outputs]) for p in range(parts)]
+    where = f"validating the {what} ({len(shards)} shard task(s), {parts} uniqueness task(s))"
+    return merge_reports(bounded_get(reports, where))
 
 
-@functools.cache
-def _validate_task():
-    import ray
+def _validate_shard(shard: DataConnector, schema, keys: list[UniqueKey], parts: int, columns: list[str],
+                    offset: int):
+    """Row-wise report of one shard, then (when `keys`) its keys, one object per hash partition."""
+    reports, pieces = [], [[] for _ in range(parts)]
+    for batch in shard.iter_batches(columns, VALIDATE_BATCH_ROWS):
+        frame = batch.to_pandas()
+        reports.append(validate_frame(frame, schema, row_offset=offset))
+        if parts:
+            for p, piece in enumerate(partition_keys(frame, keys, parts, offset)):
+                pieces[p].append(piece)
+        offset += batch.num_rows
+    merged = merge_reports(reports)
+    if not parts:
+        return merged
+    return (merged, *[_concat_pieces(keys, piece) for piece in pieces])
 
-    @ray.remote(num_cpus=1)
-    def validate_shard(shard: DataConnector, schema, columns: list[str], offset: int) -> list[dict]:
-        reports = []
-        for batch in shard.iter_batches(columns, VALIDATE_BATCH_ROWS):
-            frame = batch.to_pandas()
-            reports.append(validate_frame(frame, schema, row_offset=offset))
-            offset += batch.num_rows
-        return merge_reports(reports)
 
-    return validate_shard
+def _concat_pieces(keys: list[UniqueKey], batches: list[list]) -> list:
+    import pandas as pd
+
+    return [pd.concat([b[k] for b in batches], ignore_index=True) if batches else pd.DataFrame()
+            for k in range(len(keys))]
+
+
+def _duplicates_in_partition(keys: list[UniqueKey], *pieces) -> list[dict]:
+    return duplicate_records(keys, pieces)
 
 
 def load(spec: JobSpec) -> LoadedData:
