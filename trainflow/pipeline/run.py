@@ -16,7 +16,10 @@ def run(spec: JobSpec | dict, progress: Callable[[str], None] | None = None) -> 
     """load → shard → fit → evaluate → register, in this process; raises a TrainflowError on bad input."""
     spec = parse_spec(spec)
     data = load(spec)
-    plan = shard.plan(spec, data)
-    outcome = fit(spec, data, plan, progress=progress)
-    metrics = evaluate(spec, outcome, data)
-    return register(spec, outcome, metrics, data)
+    try:
+        plan = shard.plan(spec, data)
+        outcome = fit(spec, data, plan, progress=progress)
+        metrics = evaluate(spec, outcome, data)
+        return register(spec, outcome, metrics, data)
+    finally:
+        data.release()  # the run's snapshot goes with the run
