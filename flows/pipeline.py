@@ -7,10 +7,13 @@ from prefect import flow, get_run_logger
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
+from flows.console import show_errors_as_messages_if_asked
 from tasks import evaluate, fit, load, register, shard
 from trainflow.cluster import ensure_cluster
 from trainflow.distributors.progress import ProgressChannel
 from trainflow.spec import JobSpec, parse_spec
+
+show_errors_as_messages_if_asked()  # flow runs started by `trainflow serve`: messages, not stacks
 
 
 class TrainflowRayTaskRunner(RayTaskRunner):

@@ -2,14 +2,32 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Never the user's real trainflow home (its local Prefect server, state, attachments): a fresh one per
+# session, whose server is stopped at the end; one a test leaks stops itself after 5 idle minutes.
+os.environ["TRAINFLOW_HOME"] = tempfile.mkdtemp(prefix="trainflow-home-")
+os.environ["TRAINFLOW_SERVER_IDLE_MINUTES"] = "5"
 
 import numpy as np
 import pandas as pd
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def trainflow_home():
+    """The session's TRAINFLOW_HOME; its local Prefect server (if a test started one) ends with it."""
+    home = os.environ["TRAINFLOW_HOME"]
+    yield home
+    from trainflow import prefect_server
+
+    os.environ["TRAINFLOW_HOME"] = home  # a test may have pointed it elsewhere
+    prefect_server.stop()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from trainflow.errors import TrainflowError
+from trainflow.errors import ConfigError, TrainflowError
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
@@ -33,8 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     deps = sub.add_parser("deployments", help="render deployments/prefect.yaml from the job specs")
     deps.add_argument("paths", nargs="*", help="spec files or folders (default deployments/specs)")
     deps.add_argument("--write", action="store_true", help="write deployments/prefect.yaml")
-    server = sub.add_parser("server", help="the local Prefect server (used when PREFECT_API_URL is unset)")
+    server = sub.add_parser("server", help="the local Prefect server (used when PREFECT_API_URL is unset): "
+                            "start keeps it up until stop; status shows what runs")
     server.add_argument("action", choices=["start", "stop", "status"])
+    server.add_argument("--json", action="store_true", help="status as one JSON line")
     return parser
 
 
@@ -47,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainflowError as exc:
         if args.debug:
             raise
+        from trainflow.spec import SpecError
+
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if type(exc).__name__ == "SpecError" else EXIT_ERROR
+        return EXIT_USAGE if isinstance(exc, SpecError) else EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -61,17 +65,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from trainflow.prefect_server import ensure_server
+    from trainflow import prefect_server
     from trainflow.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
-    api = ensure_server()  # before Prefect or Ray start, so Ray workers inherit PREFECT_API_URL
+    # Before Prefect or Ray start, so Ray workers inherit PREFECT_API_URL; attached while it runs.
+    with prefect_server.attach("run") as api:
+        return _run_attached(args, spec, api)
+
+
+def _run_attached(args: argparse.Namespace, spec, api: str) -> int:
+    from prefect import tags
+
+    from flows.console import show_errors_as_messages
     from flows.pipeline import training_pipeline
     from trainflow.registry import get_champion, tracking_uri
     from trainflow.secrets import mask_text
 
+    if not args.debug:
+        show_errors_as_messages()
     start = time.perf_counter()
-    state = training_pipeline(spec, return_state=True)
+    with tags(project_tag()):
+        state = training_pipeline(spec, return_state=True)
     if state.is_failed():
         exc = _exception_of(state)
         raise exc if isinstance(exc, TrainflowError) else TrainflowError(
@@ -108,7 +123,7 @@ def _print_result(r: dict[str, Any]) -> None:
     ui = r["prefect_api"].removesuffix("/api")
     print(f"  took:      {r['seconds']}s")
     print(f"MLflow UI:   mlflow ui --backend-store-uri {r['tracking_uri']} --host 127.0.0.1  (then http://127.0.0.1:5000)")
-    print(f"Prefect UI:  {ui}  (stop the local server with `trainflow server stop`)")
+    print(f"Prefect UI:  {ui}  (`trainflow server status` shows when the local server stops by itself)")
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -127,15 +142,16 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """Serve the deployments in the foreground; Ctrl-C stops what this command started, nothing else."""
+    """Serve the deployments in the foreground, attached to the local server; Ctrl-C stops serving."""
     import os
 
+    from flows.console import SHORT_ERRORS_ENV
     from trainflow import prefect_server
     from trainflow.cluster import ensure_cluster
 
-    own_server = not os.environ.get("PREFECT_API_URL") and prefect_server.running() is None
-    api = prefect_server.ensure_server()
-    try:
+    if not args.debug:
+        os.environ[SHORT_ERRORS_ENV] = "1"  # read by the flow-run processes that serve starts
+    with prefect_server.attach("serve") as api:
         if not os.environ.get("RAY_ADDRESS"):
             import ray
 
@@ -146,15 +162,44 @@ def _serve(args: argparse.Namespace) -> int:
         from flows.deployments import build
 
         deployments = build(args.paths)
+        _claim(deployments, project_tag())
         ui = api.removesuffix("/api")
         print(f"Serving {len(deployments)} deployment(s) of training-pipeline: "
               + ", ".join(d.name for d in deployments))
         print(f"Prefect UI: {ui}/deployments  (Ctrl-C stops serving)")
         serve(*deployments, limit=args.limit, print_starting_message=False)
-    finally:
-        if own_server:
-            prefect_server.stop()
     return 0
+
+
+def project_tag() -> str:
+    """The tag that tells projects apart on the shared server: `project:` + TRAINFLOW_PROJECT, else the
+    working directory's name. Every flow run and every served deployment carries it."""
+    import os
+    from pathlib import Path
+
+    return f"project:{os.environ.get('TRAINFLOW_PROJECT') or Path.cwd().name}"
+
+
+def _claim(deployments: list, tag: str) -> None:
+    """Tag the deployments with this project, refusing one that another project serves under the same
+    name (Prefect keys a deployment by flow and name: serving it here would replace theirs)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for d in deployments:
+            try:
+                existing = client.read_deployment_by_name(f"training-pipeline/{d.name}")
+            except ObjectNotFound:
+                existing = None
+            owners = [t for t in (existing.tags if existing else []) if t.startswith("project:")]
+            if owners and tag not in owners:
+                raise ConfigError(
+                    f"Deployment 'training-pipeline/{d.name}' belongs to {owners[0]} on this Prefect server, "
+                    f"which all your projects share; this is {tag}. Rename the spec (its `name` is the "
+                    f"deployment's name), or set TRAINFLOW_PROJECT={owners[0].removeprefix('project:')} "
+                    "if both are the same project.")
+            d.tags = [*d.tags, tag]
 
 
 def _deployments(args: argparse.Namespace) -> int:
@@ -175,13 +220,32 @@ def _server(args: argparse.Namespace) -> int:
     from trainflow import prefect_server
 
     if args.action == "start":
-        print(f"Prefect API: {prefect_server.ensure_server()}")
+        print(f"Prefect API: {prefect_server.keep_running()}  (stays until `trainflow server stop`)")
     elif args.action == "stop":
         print("stopped" if prefect_server.stop() else "no local server was running")
     else:
-        state = prefect_server.running()
-        print(f"running: {state['ui_url']}" if state else "not running")
+        info = prefect_server.status()
+        if args.json:
+            print(json.dumps(info, default=str))
+        else:
+            _print_status(info)
     return 0
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    if not info["running"]:
+        print(f"Local Prefect server: not running  (home {info['home']})")
+        return
+    print(f"Local Prefect server: running, pid {info['pid']}, {info['ui_url']}  (API {info['api_url']})")
+    print(f"  home:      {info['home']}  (state, SQLite under prefect/, log prefect-server.log)")
+    print(f"  policy:    {info['policy']}")
+    runs = "unknown" if info["active_runs"] is None else info["active_runs"]
+    print(f"  flow runs: {runs} Running/Pending")
+    for a in info["attached"] or [{}]:
+        print(f"  attached:  {a.get('kind')} pid {a.get('pid')} in {a.get('cwd')}" if a else "  attached:  none")
+    check = info.get("last_check") or {}
+    watchdog = f"pid {info['watchdog_pid']}" if info["watchdog_alive"] else "not running"
+    print(f"  watchdog:  {watchdog}; last check: {check.get('reason', 'none yet')}")
 
 
 if __name__ == "__main__":
