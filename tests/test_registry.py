@@ -337,3 +337,18 @@ def test_user_errors_in_registration_are_not_transient(store: str, data) -> None
     with pytest.raises(RegistryError) as err:
         _register_xgb(data, "not-transient", rounds=3, model=object(), feature_importance={})
     assert not err.value.transient
+
+
+def test_integer_features_are_declared_without_mlflows_missing_value_hint(store, data):
+    """The demo's features are int64 (age, credit_score): declared in the signature, no MLflow hint."""
+    train, ev = data
+    ints = ev.assign(f0=(ev.f0 * 10).round().astype("int64"), f1=(ev.f1 > 0).astype("int32"))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model = _register_xgb((train, ints), "int-features", 3)
+    assert not [w for w in seen if "integer column" in str(w.message)]
+    inputs = mlflow.models.get_model_info(model.uri).signature.inputs
+    assert {c.name: c.type.name for c in inputs.inputs} == {"f0": "long", "f1": "integer", "f2": "double",
+                                                            "f3": "double"}

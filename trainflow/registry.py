@@ -26,7 +26,8 @@ from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, DataType, Schema
 
 from trainflow.errors import ConfigError, RegistryError
 from trainflow.secrets import flatten_masked, mask_text
@@ -174,9 +175,24 @@ def _log_model(framework: Framework, model: Any, example: pd.DataFrame) -> Any:
                                         signature=infer_signature(x, y),
                                         pip_requirements=_requirements(mlflow.pytorch))
     flavour = mlflow.xgboost if framework == "xgboost" else mlflow.lightgbm
-    signature = infer_signature(example, _predict(framework, model, example))
+    signature = _declared_signature(example, _predict(framework, model, example))
     return flavour.log_model(model, name="model", input_example=example, signature=signature,
                              pip_requirements=_requirements(flavour))
+
+
+def _declared_signature(example: pd.DataFrame, output: np.ndarray) -> ModelSignature:
+    """The input schema declared from the features' dtypes, not inferred: MLflow's inference warns
+    about every integer column (it could not hold a missing value), though these dtypes are the data's
+    own, already checked by the job's schema; other dtypes (strings, categories) are inferred as usual."""
+    columns = []
+    for name, dtype in example.dtypes.items():
+        wide = dtype.itemsize > 4 if dtype.kind in "biuf" else False
+        kind = {"b": DataType.boolean, "i": DataType.long if wide else DataType.integer, "u": DataType.long,
+                "f": DataType.double if wide else DataType.float}.get(dtype.kind)
+        if kind is None:
+            kind = infer_signature(example[[name]]).inputs.input_types()[0]
+        columns.append(ColSpec(kind, str(name), required=not example[name].isna().any()))
+    return ModelSignature(inputs=Schema(columns), outputs=infer_signature(output).inputs)
 
 
 @contextmanager
