@@ -106,6 +106,30 @@ def test_each_user_error_is_a_message_without_a_stack(tmp_path, warehouse, bad_d
         assert "Traceback" not in out, (case, out)
 
 
+def test_a_deployment_belongs_to_one_project_on_the_shared_server(tmp_path, warehouse, monkeypatch):
+    """Two projects serving a spec of the same name would share one deployment: the second is refused."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.deployments import build
+    from trainflow import prefect_server
+    from trainflow.cli import _claim
+    from trainflow.errors import ConfigError
+
+    spec = tmp_path / "same-name.yaml"
+    spec.write_text(yaml.safe_dump(_spec(warehouse, "cli-same-name")))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    url = prefect_server.ensure_server()
+    monkeypatch.setenv("PREFECT_API_URL", url)  # undone after the test
+    with temporary_settings({PREFECT_API_URL: url}):
+        ours = build([str(spec)])
+        _claim(ours, "project:proj-a")
+        assert "project:proj-a" in ours[0].tags
+        ours[0].apply()
+        _claim(build([str(spec)]), "project:proj-a")  # the same project may serve it again
+        with pytest.raises(ConfigError, match="belongs to project:proj-a.*TRAINFLOW_PROJECT=proj-a"):
+            _claim(build([str(spec)]), "project:proj-b")
+
+
 def test_run_shows_a_trainflow_error_as_its_message_and_shares_one_server(tmp_path, warehouse, trainflow_home):
     env = _env(trainflow_home)
     spec = tmp_path / "missing.yaml"

@@ -33,6 +33,7 @@ IDLE_ENV = "TRAINFLOW_SERVER_IDLE_MINUTES"
 DEFAULT_IDLE_MINUTES = 30.0
 START_TIMEOUT_S = 120
 ACTIVE_STATES = ("RUNNING", "PENDING", "CANCELLING")
+_exported: str | None = None  # the local server's URL this process exported as PREFECT_API_URL
 
 
 def home() -> Path:
@@ -98,6 +99,18 @@ def running() -> dict | None:
     return state if state is not None and _healthy(state["api_url"]) else None
 
 
+def _answering(state: dict | None, patience_s: float = 15.0) -> dict | None:
+    """The recorded server if it answers; a live one that is slow (a busy machine) gets `patience_s`."""
+    if state is None:
+        return None
+    deadline = time.monotonic() + patience_s
+    while not _healthy(state["api_url"]):
+        if not _is_server(state["pid"]) or time.monotonic() > deadline:
+            return None
+        time.sleep(0.5)
+    return state
+
+
 def server_env(port: int) -> dict[str, str]:
     prefect_home = home() / "prefect"
     return dict(
@@ -110,26 +123,33 @@ def server_env(port: int) -> dict[str, str]:
     )
 
 
+def _given_api_url() -> str | None:
+    """PREFECT_API_URL when the user set it (not when this process exported the local server's)."""
+    url = os.environ.get("PREFECT_API_URL")
+    return url if url and url != _exported else None
+
+
 def ensure_server(*, keep: bool = False) -> str:
     """PREFECT_API_URL if set; else the local server's API URL (started if needed), exported for Ray.
 
     Counts as a use of the server (its idle time restarts); `keep` makes it stay until stopped.
     """
-    if os.environ.get("PREFECT_API_URL"):
+    if _given_api_url():
         return os.environ["PREFECT_API_URL"]
     with _lock():
         return _ensure_locked(keep)
 
 
 def _ensure_locked(keep: bool) -> str:
-    state = running()
+    global _exported
+    state = _answering(_read_state())
     if state is None:
         _stop_recorded()  # a recorded server that no longer answers is not left behind
         state = _start()
     state["last_used"] = time.time()
     state["keep"] = state.get("keep", False) or keep
     _write_state(state)
-    os.environ["PREFECT_API_URL"] = state["api_url"]
+    _exported = os.environ["PREFECT_API_URL"] = state["api_url"]
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return state["api_url"]
 
@@ -141,7 +161,7 @@ def attach(kind: str) -> Iterator[str]:
     Getting the server and attaching happen under the lock the watchdog checks under, so the server
     cannot be stopped between the two. With PREFECT_API_URL set there is nothing to keep up.
     """
-    if os.environ.get("PREFECT_API_URL"):
+    if _given_api_url():
         yield os.environ["PREFECT_API_URL"]
         return
     with _lock():
