@@ -46,9 +46,12 @@ def training_pipeline(spec: JobSpec) -> dict[str, Any]:
             drain.stop()
             channel.close()
     logger.info("Fit took %.1fs on %s", outcome.seconds, plan.summary())
-    metrics = evaluate(spec, outcome, data)
-    logger.info("Eval metrics: %s", ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
-    model = register(spec, outcome, metrics, data)
-    logger.info("Registered %s (aliases: %s); champion is version %s",
-                model.uri, ", ".join(model.aliases), model.champion_version)
+    evaluation = evaluate(spec, outcome, data)
+    logger.info("Eval metrics: %s", ", ".join(f"{k}={v:.6g}" for k, v in evaluation.items()))
+    if evaluation.champion.metrics is not None:
+        logger.info("Champion version %s on the same eval data: %s", evaluation.champion.version,
+                    ", ".join(f"{k}={v:.6g}" for k, v in evaluation.champion.metrics.items()))
+    model = register(spec, outcome, evaluation, data)
+    logger.info("Registered %s (aliases: %s); champion is version %s; %s",
+                model.uri, ", ".join(model.aliases), model.champion_version, model.decision)
     return model.to_dict()

@@ -118,6 +118,26 @@ def test_worse_run_does_not_take_champion(first_run, warehouse):
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("pipe-model", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("pipe-model", "challenger").version) == "2"
+    # v1 was scored on this run's eval rows in the same pass: logged, and shown in the evaluate artifact
+    assert second["compared"]["version"] == "1" and second["decision"].startswith("not promoted")
+    assert second["compared"]["metrics"]["rmse"] == pytest.approx(first_run.result()["metrics"]["rmse"], rel=1e-6)
+    assert client.get_run(second["run_id"]).data.metrics["champion_rmse"] == second["compared"]["metrics"]["rmse"]
+    table = next(a for a in _artifacts(state.state_details.flow_run_id) if a.key == "metrics")
+    assert "champion v1" in str(table.data) and "same rows" in table.description
+
+
+def _artifacts(flow_run_id) -> list:
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def fetch():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+    return asyncio.run(fetch())
 
 
 def test_flow_run_has_artifacts_and_progress_logs(first_run, prefect_api):
@@ -246,6 +266,7 @@ def test_cli_run_json_and_failure_paragraph(prefect_api, workdir, warehouse, tmp
     assert result["uri"] == "models:/cli-model/1" and result["champion_uri"] == "models:/cli-model@champion"
     assert "champion" in result["aliases"] and set(result["metrics"]) == {"rmse", "mae", "r2"}
     assert "Registered cli-model version 1" in done.stdout
+    assert "decision:  promoted: no champion yet" in done.stdout and result["decision"].startswith("promoted")
 
     spec_path.write_text(spec_path.read_text() + "\nextra_key: 1\n")
     bad = subprocess.run(cli + ["run", str(spec_path)], capture_output=True, text=True, env=env, cwd=workdir,

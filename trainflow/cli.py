@@ -120,6 +120,8 @@ def _print_result(r: dict[str, Any]) -> None:
     print(f"  champion:  {r['champion_uri']} (version {r['champion_version']})"
           + (f"  {'  '.join(f'{k}={v:.6g}' for k, v in r['champion_metrics'].items())}"
              if r.get("champion_metrics") else ""))
+    if r.get("decision"):  # the comparison on this run's eval data, and whether champion moved
+        print(f"  decision:  {r['decision']}")
     ui = r["prefect_api"].removesuffix("/api")
     print(f"  took:      {r['seconds']}s")
     print(f"MLflow UI:   mlflow ui --backend-store-uri {r['tracking_uri']} --host 127.0.0.1  (then http://127.0.0.1:5000)")

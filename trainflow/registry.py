@@ -1,21 +1,24 @@
 """MLflow logging, registration and alias promotion (the pipeline's `register` step).
 
 One call = one MLflow run + one model version. Aliases, not stages: `challenger` always lands on the
-new version, `champion` only when the promotion rule says it beats the current champion. A failed
-call leaves no version behind with an alias (the version is deleted and the run marked FAILED).
+new version, `champion` only when the promotion rule says it beats the current champion. The pipeline
+scores the champion on the candidate's own eval data (`ChampionScore`), and the alias moves only if
+the version it scored is still `champion` under the promotion lock. A failed call leaves no version
+behind with an alias (the version is deleted and the run marked FAILED).
 """
 from __future__ import annotations
 
 import copy
 import fcntl
 import hashlib
+import json
 import math
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import mlflow
@@ -34,6 +37,7 @@ from trainflow.secrets import flatten_masked, mask_text
 
 Framework = Literal["xgboost", "lightgbm", "pytorch"]
 CHAMPION, CHALLENGER = "champion", "challenger"
+FEATURES_TAG, FEATURES_FILE = "trainflow.features", "features.json"
 _BAD_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -45,22 +49,61 @@ def tracking_uri() -> str:
 
 @dataclass(frozen=True)
 class PromotionRule:
-    """Which metric decides `champion`, and whether lower or higher is better."""
+    """Which metric decides `champion`, whether lower or higher is better, by how much the new version
+    must win (`min_delta`, in the metric's units), and what to do when the champion cannot be scored."""
 
     metric: str
     mode: Literal["min", "max"]
+    min_delta: float = 0.0
+    if_champion_unscorable: Literal["keep", "promote"] = "keep"
 
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
             raise ConfigError(f"PromotionRule.mode must be 'min' or 'max', got {self.mode!r}")
+        if not isinstance(self.min_delta, (int, float)) or not math.isfinite(self.min_delta) or self.min_delta < 0:
+            raise ConfigError(f"PromotionRule.min_delta must be a finite number >= 0, got {self.min_delta!r}")
+        if self.if_champion_unscorable not in ("keep", "promote"):
+            raise ConfigError("PromotionRule.if_champion_unscorable must be 'keep' or 'promote', got "
+                              f"{self.if_champion_unscorable!r}")
 
     def beats(self, candidate: float, champion: float | None) -> bool:
-        """Strict improvement; a missing/NaN champion score always loses, NaN never wins."""
+        """Improvement by more than `min_delta`; a missing/NaN champion score always loses, NaN never wins."""
         if candidate is None or math.isnan(candidate):
             return False
         if champion is None or math.isnan(champion):
             return True
-        return candidate < champion if self.mode == "min" else candidate > champion
+        gain = champion - candidate if self.mode == "min" else candidate - champion
+        return gain > self.min_delta
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The champion as the evaluate step found it, scored on the candidate's eval data in the same pass.
+
+    `version` None: there was no champion then. `metrics` None: it could not be scored, `unscorable`
+    says why (its model does not load, its features are not in the eval data, ...).
+    """
+
+    version: str | None
+    metrics: dict[str, float] | None = None
+    unscorable: str = ""
+    framework: str = ""
+
+
+@dataclass(frozen=True)
+class ChampionRecord:
+    """The current champion version as the registry holds it (what the evaluate step will score)."""
+
+    name: str
+    version: str
+    run_id: str
+    framework: str
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        """The version's own URI: later alias moves do not change what it points at."""
+        return f"models:/{self.name}/{self.version}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +118,9 @@ class RegisteredModel:
     metrics: dict[str, float]
     promoted: bool
     champion_version: str  # "" while no version is champion (a NaN score never becomes one)
+    decision: str = ""  # why champion moved or stayed, in words
+    # the champion evaluate scored on this run's eval data: {"version", "metrics"} or {"version", "unscorable"}
+    compared: dict[str, Any] = field(default_factory=dict)
 
     @property
     def champion_uri(self) -> str:
@@ -267,8 +313,14 @@ def register_model(
     feature_importance: dict[str, float] | None,
     rule: PromotionRule,
     tags: dict[str, Any] | None = None,
+    champion: ChampionScore | None = None,
 ) -> RegisteredModel:
     """Log one run, register one version, set `challenger`, and move `champion` if it wins.
+
+    `champion` is the champion as scored on this model's eval data (what the pipeline passes): it is
+    logged (`champion_<metric>` metrics, `trainflow.champion_version` tag) and `champion` moves only if
+    that version still holds the alias and loses by the rule. Without it the champion's stored metric
+    is compared, which is fair only when both runs used the same eval data.
 
     All-or-nothing: on any failure the run ends FAILED, a version created by this call is deleted
     (taking its aliases with it) and RegistryError names the step and the fix.
@@ -300,10 +352,18 @@ def register_model(
             run_id = run.info.run_id
 
             step = "logging params, metrics and plots"
+            # The features let a later run score this version as champion; a list too long for a tag
+            # (MLflow keeps 8000 characters) goes to an artifact instead.
+            listed = json.dumps(list(feature_names))
             mlflow.set_tags({"trainflow.framework": framework, "trainflow.model_name": model_name,
-                             **(tags or {})})
+                             **({FEATURES_TAG: listed} if len(listed) <= 5000 else {}),
+                             **_champion_tags(champion), **(tags or {})})
+            if len(listed) > 5000:
+                mlflow.log_dict(list(feature_names), FEATURES_FILE)
             mlflow.log_params(flatten_masked(params))
             batch = [Metric(_metric_key(k), float(v), 0, 0) for k, v in metrics.items()]
+            if champion is not None and champion.metrics:
+                batch += [Metric(_metric_key(f"champion_{k}"), float(v), 0, 0) for k, v in champion.metrics.items()]
             for split, curves in (eval_history or {}).items():
                 for metric, values in curves.items():
                     batch += [Metric(_metric_key(f"{split}-{metric}"), float(v), 0, i)
@@ -328,14 +388,20 @@ def register_model(
             with _promotion_lock(uri, model_name):
                 moved[CHALLENGER] = _alias_version(client, model_name, CHALLENGER)
                 client.set_registered_model_alias(model_name, CHALLENGER, version)
-                # Read the champion's metric right before moving the alias, so a concurrent
-                # registration that already won cannot be overwritten by a worse model.
+                # Read the champion right before moving the alias, so a concurrent registration
+                # that already won cannot be overwritten by a model never compared with it.
                 current = _alias_version(client, model_name, CHAMPION)
-                best = current and client.get_run(current.run_id).data.metrics.get(rule.metric)
-                promoted = rule.beats(candidate, best)
+                if champion is None:
+                    best = current and client.get_run(current.run_id).data.metrics.get(rule.metric)
+                    promoted = rule.beats(candidate, best)
+                    decision = _stored_decision(rule, candidate, current, best, promoted)
+                else:
+                    promoted, decision = decide(rule, candidate, champion,
+                                                str(current.version) if current else None)
                 if promoted:
                     moved[CHAMPION] = current
                     client.set_registered_model_alias(model_name, CHAMPION, version)
+            mlflow.set_tag("trainflow.promotion", decision[:5000])
             mlflow.end_run("FINISHED")
         except BaseException as exc:  # Ctrl-C too: never leave an aliased half-registration
             clean = _rollback(client, model_name, run_id, version, moved)
@@ -357,7 +423,64 @@ def register_model(
         aliases=[CHALLENGER, CHAMPION] if promoted else [CHALLENGER],
         metrics={k: float(v) for k, v in metrics.items()}, promoted=promoted,
         champion_version=str(version if promoted else (current.version if current else "")),
+        decision=decision, compared=_compared(champion),
     )
+
+
+def decide(rule: PromotionRule, candidate: float, champion: ChampionScore,
+           current: str | None) -> tuple[bool, str]:
+    """Whether the new version becomes champion, and why, given the champion evaluate scored on the
+    same eval data and the version holding `champion` now (read under the promotion lock)."""
+    m = rule.metric
+    was = f"version {champion.version}" if champion.version else "no champion"
+    if current != champion.version:
+        now = f"version {current}" if current else "no champion"
+        return False, (f"not promoted: evaluate compared against {was}, but another run changed it to {now} "
+                       "before this registration; the new version was never compared with the current "
+                       "champion (rerun to compare)")
+    if candidate is None or math.isnan(candidate):
+        return False, f"not promoted: {m} is NaN"
+    if champion.version is None:
+        return True, f"promoted: no champion yet ({m}={candidate:.6g})"
+    if champion.metrics is None:
+        if rule.if_champion_unscorable == "promote":
+            return True, (f"promoted: champion version {champion.version} could not be scored on this eval data "
+                          f"({champion.unscorable}); if_champion_unscorable=promote")
+        return False, (f"not promoted: champion version {champion.version} could not be scored on this eval "
+                       f"data ({champion.unscorable}); if_champion_unscorable=keep")
+    best = champion.metrics.get(m)
+    versus = (f"{m} {candidate:.6g} vs champion version {champion.version}'s "
+              f"{best if best is None else format(best, '.6g')} on the same eval data")
+    if rule.beats(candidate, best):
+        return True, f"promoted: {versus}"
+    margin = f" by more than min_delta={rule.min_delta:g}" if rule.min_delta else ""
+    return False, f"not promoted: {versus} (not better{margin}, mode {rule.mode})"
+
+
+def _stored_decision(rule: PromotionRule, candidate: float, current: Any, best: float | None,
+                     promoted: bool) -> str:
+    if current is None:
+        return f"promoted: no champion yet ({rule.metric}={candidate:.6g})" if promoted else \
+            f"not promoted: {rule.metric} is NaN"
+    return (f"{'promoted' if promoted else 'not promoted'}: {rule.metric} {candidate:.6g} vs champion version "
+            f"{current.version}'s stored {best} (from its own run's eval data)")
+
+
+def _champion_tags(champion: ChampionScore | None) -> dict[str, str]:
+    if champion is None:
+        return {}
+    tags = {"trainflow.champion_version": champion.version or "none"}
+    if champion.version and champion.metrics is None:
+        tags["trainflow.champion_unscorable"] = champion.unscorable[:5000]
+    return tags
+
+
+def _compared(champion: ChampionScore | None) -> dict[str, Any]:
+    if champion is None or champion.version is None:
+        return {}
+    if champion.metrics is None:
+        return {"version": champion.version, "unscorable": champion.unscorable}
+    return {"version": champion.version, "metrics": {k: float(v) for k, v in champion.metrics.items()}}
 
 
 _TRANSIENT_FIX = ("the tracking store {uri} was busy or unreachable; nothing was registered, and the "
@@ -432,6 +555,41 @@ def get_champion(model_name: str) -> tuple[str, dict[str, float]] | None:
     except MlflowException as exc:
         raise RegistryError(f"cannot read the champion of model '{model_name}': {_first_line(exc)}. Fix: "
                             f"check that the tracking store {mask_text(tracking_uri())} is reachable") from exc
+
+
+def champion_record(model_name: str) -> ChampionRecord | None:
+    """The version holding `champion` now, with its run's tags (framework, features), or None."""
+    uri = tracking_uri()
+    try:
+        client = _client(uri)
+        current = _alias_version(client, model_name, CHAMPION)
+        if current is None:
+            return None
+        tags = dict(client.get_run(current.run_id).data.tags) if current.run_id else {}
+    except MlflowException as exc:
+        raise RegistryError(f"cannot read the champion of model '{model_name}': {_first_line(exc)}. Fix: "
+                            f"check that the tracking store {mask_text(uri)} is reachable") from exc
+    return ChampionRecord(model_name, str(current.version), current.run_id or "",
+                          tags.get("trainflow.framework", ""), tags)
+
+
+def download_model(model_uri: str, dst: str) -> str:
+    """The MLflow model folder of `model_uri` downloaded under `dst`; its local path."""
+    with _pinned_uri(tracking_uri()):
+        return mlflow.artifacts.download_artifacts(model_uri, dst_path=dst)
+
+
+def recorded_features(record: ChampionRecord, dst: str) -> list[str] | None:
+    """The feature columns the version's run recorded (tag, or artifact for long lists), None if none."""
+    if FEATURES_TAG in record.tags:
+        return list(json.loads(record.tags[FEATURES_TAG]))
+    with _pinned_uri(tracking_uri()):
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=record.run_id, artifact_path=FEATURES_FILE, dst_path=dst)
+        except (MlflowException, OSError):
+            return None
+    with open(path) as fh:
+        return list(json.load(fh))
 
 
 def load_champion(model_name: str) -> mlflow.pyfunc.PyFuncModel:

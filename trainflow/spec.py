@@ -369,6 +369,16 @@ class PromoteOn(_Model):
     mode: Literal["min", "max"] | None = Field(
         None, description="min = lower is better; default by metric (min for rmse, mae, logloss, mlogloss)."
     )
+    min_delta: float = Field(
+        0.0, ge=0, allow_inf_nan=False,
+        description="Promote only when the new version beats the champion by more than this, in the "
+        "metric's units and the mode's direction (both scored on the same eval data); 0 = any improvement.",
+    )
+    if_champion_unscorable: Literal["keep", "promote"] = Field(
+        "keep",
+        description="When the champion cannot be scored on this run's eval data (its model does not "
+        "load, its features are missing): keep it, or promote the new version.",
+    )
 
 
 class RegisterSpec(_Model):

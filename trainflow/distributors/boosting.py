@@ -452,6 +452,88 @@ def _score_shard(adapter: BoostingAdapter, booster: Any, shard: DataConnector, i
     return merge([partial_stats(task, label, adapter.predict(booster, features)) for features, label in chunks])
 
 
+@dataclass(frozen=True)
+class ModelToScore:
+    """One model of a shared scoring pass: how it predicts and which columns it reads, in its order.
+
+    `optional`: a failure to score it (its columns missing, its predictions unusable) is returned as
+    a message instead of failing the pass, so a broken old model cannot stop a new one's evaluation.
+    """
+
+    adapter: BoostingAdapter
+    model: Any
+    input_cols: list[str]
+    optional: bool = False
+
+
+def score_models(models: Sequence[ModelToScore], connector: DataConnector, label_col: str,
+                 task: str) -> list[dict | str]:
+    """Metric sufficient statistics of several models over the same rows: one Ray task per shard reads
+    each batch once and every model predicts it. Per model, merged stats, or (optional models only)
+    the reason it could not be scored."""
+    from trainflow.metrics import merge
+
+    connector = connector.snapshot()
+    out: list[dict | str | None] = [None] * len(models)
+    plans, kept = [], []
+    for i, m in enumerate(models):
+        try:
+            categories = m.adapter.feature_categories(m.model, connector.schema, m.input_cols)
+            check_training_schema(connector, m.input_cols, label_col, "eval data", categorical=list(categories))
+        except Exception as exc:  # noqa: BLE001 - an optional model's failure is data, not an error
+            if not m.optional:
+                raise
+            out[i] = _failure_text(exc)
+            continue
+        plans.append((i, m.adapter, list(m.input_cols), categories, m.optional))
+        kept.append(m.model)
+    if plans:
+        parts = _map_shards(_score_models_shard, tuple(plans), tuple(kept), connector, label_col, task)
+        for k, (i, *_rest) in enumerate(plans):
+            failed = [p[k] for p in parts if isinstance(p[k], str)]
+            out[i] = failed[0] if failed else merge([p[k] for p in parts])
+    return out
+
+
+class _OneBatch:
+    """A batch already read, offered to read_shard as a connector (each model takes its columns)."""
+
+    def __init__(self, batch: pa.RecordBatch):
+        self.batch = batch
+
+    def iter_batches(self, columns: Sequence[str]):
+        yield self.batch.select(list(columns))
+
+
+def _score_models_shard(plans: tuple, models: tuple, shard: DataConnector, label_col: str, task: str) -> list:
+    from trainflow.metrics import merge, partial_stats
+
+    where = f"the eval data ({shard.describe()})"
+    columns = list(dict.fromkeys([c for plan in plans for c in plan[2]] + [label_col]))
+    stats: list[list] = [[] for _ in plans]
+    failed: list[str | None] = [None] * len(plans)
+    for batch in shard.iter_batches(columns):
+        if batch.num_rows == 0:
+            continue
+        for k, ((_, adapter, cols, categories, optional), model) in enumerate(zip(plans, models)):
+            if failed[k] is not None:
+                continue
+            try:
+                for features, label in read_shard(_OneBatch(batch), cols, label_col, where, categories):
+                    stats[k].append(partial_stats(task, label, adapter.predict(model, features)))
+            except Exception as exc:  # noqa: BLE001
+                if not optional:
+                    raise
+                failed[k] = _failure_text(exc)
+    return [failed[k] if failed[k] is not None else merge(stats[k]) for k in range(len(plans))]
+
+
+def _failure_text(exc: BaseException) -> str:
+    if isinstance(exc, TrainflowError):
+        return str(exc)
+    return f"{type(exc).__name__}: {_summary(str(exc))}"
+
+
 # ------------------------------------------------------------------------------- checks
 def _check_columns_args(input_cols: Sequence[str], label_col: str) -> tuple[list[str], str]:
     if isinstance(input_cols, str) or not input_cols or not all(isinstance(c, str) for c in input_cols):

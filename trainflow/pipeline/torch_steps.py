@@ -23,14 +23,14 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from trainflow.data import ShardedDataConnector
-from trainflow.distributors.boosting import BoostingAdapter, score_connector
+from trainflow.distributors.boosting import BoostingAdapter
 from trainflow.distributors.placement import Placement
 from trainflow.distributors.pytorch import (
     PyTorchDistributor,
@@ -42,7 +42,6 @@ from trainflow.distributors.pytorch import (
 from trainflow.distributors.torch_storage import download_dir
 from trainflow.errors import ConfigError
 from trainflow.secrets import mask_text, resolve_env
-from trainflow.metrics import finalize
 from trainflow.pipeline.fit import FitOutcome
 from trainflow.pipeline.load import LoadedData
 from trainflow.pipeline.shard import ShardPlan
@@ -170,10 +169,28 @@ class TorchModuleAdapter(BoostingAdapter):
         return out.reshape(-1) if out.ndim == 2 and out.shape[1] == 1 else out
 
 
-def evaluate(spec: JobSpec, outcome: TorchFitOutcome, data: LoadedData) -> dict[str, float]:
-    stats = score_connector(TorchModuleAdapter(), outcome.model, data.eval, list(spec.features), spec.label,
-                            spec.task)
-    return finalize(spec.task, stats, list(spec.evaluate.metrics))
+class ExportedModule:
+    """A `torch.export` archive (how MLflow logs pytorch models) that pickles as its bytes and loads
+    on first call in the process that runs it (the loaded module itself does not pickle)."""
+
+    def __init__(self, archive: bytes):
+        self.archive = archive
+        self._module = None
+
+    def __getstate__(self) -> dict:
+        return {"archive": self.archive}
+
+    def __setstate__(self, state: dict) -> None:
+        self.archive, self._module = state["archive"], None
+
+    def __call__(self, x: Any) -> Any:
+        if self._module is None:
+            import io
+
+            import torch
+
+            self._module = torch.export.load(io.BytesIO(self.archive)).module()
+        return self._module(x)
 
 
 # -------------------------------------------------------------------------------------- register
@@ -191,8 +208,9 @@ def eval_history(history: list[dict[str, Any]]) -> dict[str, dict[str, list[floa
     return out
 
 
-def register(spec: JobSpec, outcome: TorchFitOutcome, metrics: dict[str, float], data: LoadedData):
-    from trainflow.registry import PromotionRule, register_model
+def register(spec: JobSpec, outcome: TorchFitOutcome, metrics: Mapping[str, float], data: LoadedData):
+    from trainflow.pipeline.register import promotion
+    from trainflow.registry import register_model
 
     features = list(spec.features)
     example = data.train.to_pandas(limit=5)[features]
@@ -208,10 +226,11 @@ def register(spec: JobSpec, outcome: TorchFitOutcome, metrics: dict[str, float],
               "model_dir": result.get_model_dir()}
     return register_model(
         experiment=spec.name, model_name=spec.register.model_name, framework="pytorch",
-        model=outcome.model, input_example=example, params=params, metrics=metrics,
+        model=outcome.model, input_example=example, params=params,
         eval_history=eval_history(result.get_metrics_history()), feature_names=features,
         feature_importance=None,
-        rule=PromotionRule(spec.register.promote_on.metric, spec.register.promote_on.mode),
         tags={"trainflow.spec": spec.name, "trainflow.fit_seconds": f"{outcome.seconds:.2f}",
-              "trainflow.request_id": result.request_id},
+              "trainflow.request_id": result.request_id, "trainflow.task": spec.task,
+              "trainflow.label": spec.label},
+        **promotion(spec, metrics),
     )
