@@ -447,7 +447,8 @@ def decide(rule: PromotionRule, candidate: float, champion: ChampionScore,
             return True, (f"promoted: champion version {champion.version} could not be scored on this eval data "
                           f"({champion.unscorable}); if_champion_unscorable=promote")
         return False, (f"not promoted: champion version {champion.version} could not be scored on this eval "
-                       f"data ({champion.unscorable}); if_champion_unscorable=keep")
+                       f"data ({champion.unscorable}); if_champion_unscorable=keep (set "
+                       "register.promote_on.if_champion_unscorable: promote to replace it)")
     best = champion.metrics.get(m)
     versus = (f"{m} {candidate:.6g} vs champion version {champion.version}'s "
               f"{best if best is None else format(best, '.6g')} on the same eval data")
