@@ -59,3 +59,36 @@ def regression_frame(rows: int, seed: int = 0, features: int = 4) -> pd.DataFram
     df = pd.DataFrame(x, columns=[f"f{i}" for i in range(features)])
     df["y"] = y
     return df
+
+
+def early_stopping_frame(rows: int, seed: int) -> pd.DataFrame:
+    """Integer-valued features (few distinct values: every worker count finds the same exact bins)
+    and noisy labels, so a fast learner's eval metric turns up after a few rounds."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 40, size=(rows, 4)).astype(np.float64)
+    y = np.sin(x[:, 0] / 6) + (x[:, 1] > 20) + rng.normal(0, 1.0, rows)
+    df = pd.DataFrame(x, columns=[f"f{i}" for i in range(4)])
+    df["y"] = y
+    return df
+
+
+def fit_within(seconds: float, fit, *args, **kwargs):
+    """`fit(*args, **kwargs)` in a daemon thread; a fit still running after `seconds` fails the test
+    (a hang in a native allreduce cannot be interrupted any other way)."""
+    import threading
+
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fit(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the fit did not finish within {seconds:g}s (hung?)"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]

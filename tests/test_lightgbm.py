@@ -1,6 +1,7 @@
 """LightGBMEstimator on a real local Ray cluster (2 CPUs)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tests.conftest import regression_frame
+from tests.conftest import early_stopping_frame, fit_within, regression_frame
 from trainflow.data import DataConnector, connect
 from trainflow.distributors import boosting
 from trainflow.distributors.lightgbm import LightGBMEstimator, LightGBMScalingConfig
@@ -145,6 +146,34 @@ def test_early_stopping_keeps_the_best_iteration(ray_cluster, sorted_train, hold
     assert len(history) == best + 3
     assert booster.num_trees() == best  # the returned model predicts at the best iteration
     assert _rmse(est.predict(holdout), holdout["y"]) == pytest.approx(history[best - 1], rel=1e-4)
+
+
+def _user_early_stopping_fit(workers: int, train, holdout):
+    est = LightGBMEstimator(n_estimators=300, params={"num_leaves": 63, "learning_rate": 0.5, "min_data_in_leaf": 2},
+                            callbacks=[lgb.early_stopping(5, verbose=False)],
+                            scaling_config=LightGBMScalingConfig(num_workers=workers))
+    return est, fit_within(240, est.fit, train, ["f0", "f1", "f2", "f3"], "y", eval_set=holdout)
+
+
+def test_a_user_early_stopping_callback_stops_every_worker_at_the_same_round(ray_cluster):
+    """lgb.early_stopping runs on rank 0 only; its EarlyStopException reaches rank 1 through the
+    rendezvous each round (rank 1 used to wait in LightGBM's network forever)."""
+    train, holdout = early_stopping_frame(3000, seed=21), early_stopping_frame(1000, seed=22)
+    one, one_booster = _user_early_stopping_fit(1, train, holdout)
+    two, two_booster = _user_early_stopping_fit(2, train, holdout)
+    rounds = len(one.get_eval_results()["eval"]["rmse"])
+    assert 6 < rounds < 300  # it did stop early
+    assert len(two.get_eval_results()["eval"]["rmse"]) == rounds
+    assert two.best_iteration_ == one.best_iteration_ == rounds - 5
+    assert two_booster.num_trees() == one_booster.num_trees() == rounds - 5  # the model at the best round
+
+
+def test_early_stopping_without_an_eval_set_is_refused(ray_cluster, holdout):
+    with pytest.raises(ConfigError, match=r"params\['early_stopping_round'\]=4 turns on early stopping.*"
+                                          r"no eval_set.*remove 'early_stopping_round'"):
+        LightGBMEstimator(n_estimators=5, params={"early_stopping_round": 4}).fit(holdout, FEATURES, "y")
+    # LightGBM's own "off" values stay accepted
+    LightGBMEstimator(n_estimators=2, params={"early_stopping_round": 0}).fit(holdout, FEATURES, "y")
 
 
 def _categorical_frame(rows: int, seed: int) -> pd.DataFrame:
@@ -293,18 +322,88 @@ def test_gpu_placement_and_clear_error_without_gpu_support(cluster_probe):
     assert out["gpu_seconds"] < 60
 
 
+@contextlib.contextmanager
+def _busy_cores(count: int):
+    """`count` busy-looping processes (each takes a core) for the block; ended by their pids."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 def test_rendezvous_of_a_restarted_group_ignores_the_lost_groups_half_done_exchange(ray_cluster):
-    """Rank 1 of a lost group left 'metrics-28' half filled; the restarted group (a new generation)
-    must exchange its own values, not complete the stale slot (which returned a None for rank 1)."""
+    """A lost group's call ('metrics-28' from its rank 1) arrives after the restarted group's first
+    call, and another after both: with both cores busy (Ray then reorders calls to an async actor
+    freely), the new group still completes its own exchange and the stale calls fail at once."""
     import ray
 
     from trainflow.distributors.lightgbm import _rendezvous_cls
+    from trainflow.errors import TrainingError
 
     actor = _rendezvous_cls().remote(2)
     try:
-        stale = actor.allgather.remote("lost-group", "metrics-28", 1, "old")
-        ray.wait([stale], timeout=0.5)
-        fresh = [actor.allgather.remote("new-group", "metrics-28", rank, f"new-{rank}") for rank in (0, 1)]
-        assert ray.get(fresh, timeout=30) == [["new-0", "new-1"], ["new-0", "new-1"]]
+        lost = ray.get(actor.next_generation.remote(), timeout=60)
+        half_done = actor.allgather.remote(lost, "metrics-28", 0, "old-0")  # its rank 1 never came
+        new = ray.get(actor.next_generation.remote(), timeout=60)
+        assert new > lost
+        with _busy_cores(2):
+            fresh = [actor.allgather.remote(new, "metrics-28", 0, "new-0")]
+            stale = [actor.allgather.remote(lost, "metrics-28", 1, "old-1")]
+            fresh.append(actor.allgather.remote(new, "metrics-28", 1, "new-1"))
+            stale.append(actor.allgather.remote(lost, "metrics-28", 1, "old-1"))
+            assert ray.get(fresh, timeout=60) == [["new-0", "new-1"], ["new-0", "new-1"]]
+            for ref in [half_done, *stale]:
+                with pytest.raises(TrainingError, match=r"'metrics-28' exchange of worker group generation"):
+                    ray.get(ref, timeout=60)
     finally:
         ray.kill(actor)
+
+
+def test_a_peer_that_never_comes_ends_in_a_clear_error(ray_cluster):
+    """A worker's wait at an exchange is bounded: the error names the exchange and the timeout."""
+    import ray
+
+    from trainflow.distributors.lightgbm import _Peers, _rendezvous_cls
+    from trainflow.errors import TrainingError
+
+    actor = _rendezvous_cls().remote(2)
+    try:
+        # rank 1 of a group whose rank 0 took the generation number, then vanished
+        peers = _Peers(actor, 1, ray.get(actor.next_generation.remote(), timeout=60), timeout_s=2.0)
+        with pytest.raises(TrainingError, match=r"rank 1 gave up after 2s waiting for every worker at "
+                                                r"LightGBM's 'rows' exchange.*TRAINFLOW_TASK_TIMEOUT_S") as err:
+            peers.allgather("rows", 10)
+        assert err.value.transient  # a restarted worker group may get past it
+    finally:
+        ray.kill(actor)
+
+
+def test_a_category_scan_on_a_held_cluster_ends_in_a_clear_error(ray_cluster, monkeypatch):
+    """The cluster's CPUs held by another job: the driver's wait for its scan tasks is bounded, and
+    the error says what it waited for and why it may wait."""
+    import time
+
+    import ray
+
+    from trainflow.distributors.ingest import collect_categories
+    from trainflow.errors import ResourceError
+
+    @ray.remote(num_cpus=2)
+    class Holder:
+        def ready(self) -> bool:
+            return True
+
+    holder = Holder.remote()
+    try:
+        assert ray.get(holder.ready.remote(), timeout=120)  # both CPUs are now held
+        monkeypatch.setenv("TRAINFLOW_TASK_TIMEOUT_S", "3")
+        start = time.monotonic()
+        with pytest.raises(ResourceError, match=r"Gave up after 3s waiting for the category scan of 'city'.*"
+                                                r"CPUs may be held by other work.*TRAINFLOW_TASK_TIMEOUT_S"):
+            collect_categories([DataConnector.from_dataframe(_categorical_frame(200, 1))], ["city"])
+        assert time.monotonic() - start < 30
+    finally:
+        ray.kill(holder)

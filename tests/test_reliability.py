@@ -24,6 +24,8 @@ def KillAt(at: int, marker: str, once: bool = True) -> xgb.callback.TrainingCall
     """
 
     class Killer(xgb.callback.TrainingCallback):
+        trainflow_resumable = True  # keeps no state and counts rounds from the model: fits still resume
+
         def after_iteration(self, model, epoch, evals_log) -> bool:
             # num_boosted_rounds, not epoch: xgboost restarts `epoch` at 0 when it continues a checkpoint
             if model.num_boosted_rounds() == at and not (once and os.path.exists(marker)):
@@ -45,6 +47,7 @@ def LgbKillAt(at: int, marker: str):
             os.kill(os.getpid(), signal.SIGKILL)
 
     kill.order = 50
+    kill.trainflow_resumable = True
     return kill
 
 
@@ -69,6 +72,28 @@ def test_killed_worker_resumes_from_checkpoint_and_finishes_every_round(ray_clus
     resumed_pred = booster.inplace_predict(holdout[FEATURES].to_numpy(np.float32))
     whole_pred = whole.inplace_predict(holdout[FEATURES].to_numpy(np.float32))
     np.testing.assert_allclose(resumed_pred, whole_pred, rtol=1e-4, atol=1e-4)
+
+
+def test_a_stateful_user_callback_makes_a_lost_fit_restart_from_round_0(ray_cluster, data, tmp_path):
+    """A callback's state is not in the checkpoint. Resumed at round 10 with a fresh StopAfter(15),
+    the fit would run 25 rounds; it restarts from round 0 instead and runs 15, as an uninterrupted fit."""
+
+    class StopAfter(xgb.callback.TrainingCallback):
+        def __init__(self, rounds: int):
+            self.rounds, self.seen = rounds, 0
+
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            self.seen += 1
+            return self.seen >= self.rounds
+
+    train, _ = data
+    marker = tmp_path / "killed"
+    est = XGBEstimator(n_estimators=40, params={"max_depth": 4}, callbacks=[KillAt(12, str(marker)), StopAfter(15)],
+                       checkpoint_every=5)
+    booster = est.fit(train, FEATURES, "y")
+    assert len(marker.read_text().split()) == 1  # it really was killed, once
+    assert booster.num_boosted_rounds() == 15
+    assert len(est.get_eval_results()["train"]["rmse"]) == 15
 
 
 def test_restarts_are_bounded_then_a_clear_error(ray_cluster, data, tmp_path):

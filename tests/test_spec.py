@@ -245,6 +245,18 @@ def test_objective_checked_against_framework() -> None:
     assert "'binary' is not a xgboost objective" in str(err) and "binary:logistic" in str(err)
 
 
+def test_params_cannot_set_the_objective_behind_the_task() -> None:
+    """params win over trainer.objective in the estimators, so params.objective would train one
+    objective (binary:hinge, which predicts no probability) while evaluate scores another's task."""
+    err = spec_error(minimal(trainer={"params": {"objective": "binary:hinge"}}))
+    assert "trainer.params.objective: sets the objective" in str(err) and "set trainer.objective" in str(err)
+    err = spec_error(minimal(trainer={"framework": "lightgbm", "objective": "binary",
+                                      "params": {"application": "multiclassova"}}))
+    assert "trainer.params.application: sets the objective" in str(err)
+    same = parse_spec(minimal(trainer={"objective": "binary:logitraw", "params": {"objective": "binary:logitraw"}}))
+    assert same.task == "binary"
+
+
 # ------------------------------------------------------------------------ impossible combinations
 def test_no_data_source() -> None:
     err = spec_error(minimal(data={"train": {"database": "x.duckdb"}}))

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from tests.conftest import regression_frame
+from tests.conftest import early_stopping_frame, fit_within, regression_frame
 from trainflow.data import DataConnector, connect
 from trainflow.distributors import boosting
 from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
@@ -122,6 +122,34 @@ def test_user_callbacks_run_on_rank_zero_only(ray_cluster, holdout, tmp_path):
     calls = [line.split() for line in log.read_text().splitlines()]
     assert [c[0] for c in calls] == ["0"] * 6
     assert [int(c[1]) for c in calls] == list(range(6))
+
+
+def _user_early_stopping_fit(workers: int, train, holdout):
+    est = XGBEstimator(n_estimators=200, params={"max_depth": 6, "learning_rate": 0.5},
+                       callbacks=[xgb.callback.EarlyStopping(rounds=5)],
+                       scaling_config=XGBScalingConfig(num_workers=workers))
+    return est, fit_within(240, est.fit, train, FEATURES, "y", eval_set=holdout)
+
+
+def test_a_user_early_stopping_callback_stops_every_worker_at_the_same_round(ray_cluster):
+    """The callback runs on rank 0 only; its decision reaches rank 1 each round (it used to wait in
+    the next allreduce forever), so 2 workers stop where 1 worker stops."""
+    train, holdout = early_stopping_frame(3000, seed=21), early_stopping_frame(1000, seed=22)
+    one, one_booster = _user_early_stopping_fit(1, train, holdout)
+    two, two_booster = _user_early_stopping_fit(2, train, holdout)
+    rounds = one_booster.num_boosted_rounds()
+    assert 6 < rounds < 200  # it did stop early
+    assert two_booster.num_boosted_rounds() == rounds
+    assert two.best_iteration_ == one.best_iteration_ == rounds - 6  # best, then 5 rounds without gain
+    assert len(two.get_eval_results()["eval"]["rmse"]) == rounds
+
+
+def test_early_stopping_without_an_eval_set_is_refused(ray_cluster, holdout):
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"params\['early_stopping_rounds'\]=3 turns on early stopping.*"
+                                          r"no eval_set.*data\.eval_fraction"):
+        XGBEstimator(n_estimators=5, params={"early_stopping_rounds": 3}).fit(holdout, FEATURES, "y")
+    assert time.perf_counter() - start < 10  # before any worker starts
 
 
 def test_early_stopping_keeps_best_iteration(ray_cluster, sorted_train, holdout):

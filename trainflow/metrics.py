@@ -9,15 +9,56 @@ from typing import Literal
 
 import numpy as np
 
+from trainflow.errors import ConfigError
+
 Task = Literal["regression", "binary", "multiclass"]
 AUC_BINS = 10_000
 _EPS = 1e-15
+_SUM_TOLERANCE = 1e-3  # float32 class probabilities sum to 1 within this
+
+
+def apply_link(link: Literal["sigmoid", "softmax"], margin: np.ndarray) -> np.ndarray:
+    """A model's raw margin → the task's score: sigmoid → P(class 1), softmax over axis 1 → (n, k)
+    class probabilities (see trainflow.spec.MARGIN_LINK for which objectives need it)."""
+    margin = np.asarray(margin, dtype=np.float64)
+    if link == "sigmoid":
+        return 0.5 * (1.0 + np.tanh(0.5 * margin))  # = 1 / (1 + exp(-m)), without overflow
+    shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _check_scores(task: Task, pred: np.ndarray) -> None:
+    """Binary and multiclass metrics read probabilities: predictions that cannot be probabilities
+    (logits, margins) are refused with the fix, not scored as if they were (a negative one used to
+    crash the AUC histogram after the whole fit). Multiclass class ids (1-D) are scored by accuracy."""
+    if task == "regression" or len(pred) == 0 or (task == "multiclass" and pred.ndim == 1):
+        return
+    if task == "binary" and pred.ndim != 1:
+        problem = f"they have shape {pred.shape}"
+    elif np.isnan(pred).any():
+        problem = "some are NaN"
+    elif pred.min() < 0.0 or pred.max() > 1.0:
+        problem = f"they range from {pred.min():.4g} to {pred.max():.4g}"
+    elif pred.ndim == 2 and np.any(np.abs(pred.sum(axis=1) - 1.0) > _SUM_TOLERANCE):
+        problem = "their rows do not sum to 1"
+    else:
+        return
+    if task == "binary":
+        want, fix = "P(class 1), one value in [0, 1] per row", "torch.sigmoid(logits)"
+    else:
+        want, fix = "class probabilities (rows in [0, 1] that sum to 1)", "torch.softmax(logits, dim=1)"
+    raise ConfigError(
+        f"The {task} model's predictions must be {want}, but {problem}: they look like logits, not "
+        f"probabilities. A PyTorch module must return {fix} from its forward."
+    )
 
 
 def partial_stats(task: Task, y: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray | float]:
-    """Sums over one shard; `pred` is a value (regression), P(class 1) (binary) or (n, k) probabilities."""
+    """Sums over one shard; `pred` is a value (regression), P(class 1) (binary) or (n, k) probabilities
+    (what BoostingAdapter.score gives; anything else for a classification task is a ConfigError)."""
     y = np.asarray(y, dtype=np.float64)
     pred = np.asarray(pred, dtype=np.float64)
+    _check_scores(task, pred)
     stats: dict[str, np.ndarray | float] = {"n": float(len(y))}
     if task == "regression":
         err = pred - y

@@ -87,6 +87,18 @@ OBJECTIVES: dict[str, dict[str, Task]] = {
     },
     "pytorch": {"regression": "regression", "binary": "binary", "multiclass": "multiclass"},
 }
+# The evaluate step's metrics read the task's score: a value, P(class 1), or class probabilities.
+# Objectives above whose prediction is something else are scored through their margin and this link
+# (binary:logitraw predicts the margin, multi:softmax class ids); every other one predicts the score
+# itself (a pytorch module must return probabilities: trainflow.metrics refuses logits). Objectives
+# not above are refused by the spec: binary:hinge predicts 0/1 and lightgbm's multiclassova
+# unnormalised per-class scores, neither a probability, and ranking/cross-entropy have no task here.
+MARGIN_LINK: dict[str, Literal["sigmoid", "softmax"]] = {
+    "binary:logitraw": "sigmoid",
+    "multi:softmax": "softmax",
+}
+# trainer.params keys that would set the objective again (lightgbm's aliases included)
+_OBJECTIVE_KEYS = ("objective", "objective_type", "app", "application", "loss")
 DEFAULT_OBJECTIVE: dict[str, str] = {
     "xgboost": "reg:squarederror",
     "lightgbm": "regression",
@@ -328,6 +340,12 @@ class TrainerSpec(_Model):
             found.append(("hyper_params", "only for framework pytorch (use params)"))
         if torch and self.params:
             found.append(("params", "only for xgboost/lightgbm (use hyper_params)"))
+        objective = self.objective or DEFAULT_OBJECTIVE[self.framework]
+        for key in () if torch else _OBJECTIVE_KEYS:
+            if key in self.params and self.params[key] != objective:
+                found.append((f"params.{key}", "sets the objective, which decides the task the eval metrics "
+                                               "read: set trainer.objective instead (accepted: "
+                                               f"{_join(OBJECTIVES[self.framework])})"))
         # compared with the default, not "was it set": generated deployments list every key
         if torch and self.checkpoint_every != type(self).model_fields["checkpoint_every"].default:
             found.append(("checkpoint_every", "only for xgboost/lightgbm (a pytorch train_func checkpoints "

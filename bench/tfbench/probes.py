@@ -77,6 +77,8 @@ class _Marks:
 
 
 class XGBProbe(xgb.callback.TrainingCallback, _Marks):
+    trainflow_resumable = True  # timestamps only: a fit with the probe checkpoints like one without
+
     def __init__(self, path: str):
         xgb.callback.TrainingCallback.__init__(self)
         _Marks.__init__(self, path)
@@ -102,6 +104,7 @@ class LGBProbe(_Marks):
 
     order = 50
     before_iteration = False
+    trainflow_resumable = True
 
     def __call__(self, env) -> None:
         if env.iteration == env.begin_iteration:

@@ -121,9 +121,20 @@ class BoostingAdapter:
         """Whether train() continues correctly from job.resume, a mid-run checkpoint, with these params.
 
         When not (e.g. early stopping, whose state is not in the checkpoint), no mid-run checkpoints
-        are written and a restarted worker group trains from round 0.
+        are written and a restarted worker group trains from round 0. User callbacks are decided
+        apart, the same way for every framework (see callbacks_resumable).
         """
         return False
+
+    def early_stopping(self, params: dict[str, Any]) -> tuple[str, Any] | None:
+        """(param name, value) when `params` turn the framework's early stopping on, else None."""
+        return None
+
+    def score(self, model: Any, features: np.ndarray) -> np.ndarray:
+        """Predictions on the task's scale, what trainflow.metrics reads: a value (regression),
+        P(class 1) (binary) or (n, k) class probabilities. `predict` gives the model's native output,
+        which for some objectives is a margin or a class id (see trainflow.spec.MARGIN_LINK)."""
+        return self.predict(model, features)
 
     def feature_categories(self, booster: Any, schema: pa.Schema, input_cols: list[str]) -> dict[str, list]:
         """Categorical feature -> its categories as the trained booster encodes them (for prediction)."""
@@ -131,6 +142,21 @@ class BoostingAdapter:
 
 
 # ------------------------------------------------------------------------------- worker side
+RESUMABLE_ATTR = "trainflow_resumable"
+
+
+def callbacks_resumable(callbacks: Sequence[Any]) -> bool:
+    """Whether a fit with these user callbacks may resume from a mid-run checkpoint.
+
+    A callback keeps its state (best round so far, rounds without improvement, a schedule's position)
+    in the worker's memory, not in the checkpoint, so a resumed fit would continue with a fresh one:
+    as with early_stopping_rounds, such a fit writes no mid-run checkpoints and a restarted worker
+    group trains from round 0 (with a fresh copy of each callback). A callback that keeps no state
+    and counts rounds from the model says so with `trainflow_resumable = True`.
+    """
+    return all(getattr(cb, RESUMABLE_ATTR, False) is True for cb in callbacks)
+
+
 def _worker_loop(job: WorkerJob) -> None:
     """Ray Train's train_loop_per_worker: resume from the latest checkpoint if any, train this rank,
     report the model from rank 0 at the end."""
@@ -320,6 +346,13 @@ class DistributedBoostingEstimator:
             if conn is not None:
                 check_training_schema(conn, input_cols, label_col, what, categorical=categorical)
         placement, params, rounds = self.plan()
+        stopping = self._adapter.early_stopping(params)
+        if stopping is not None and evaluation is None:
+            raise ConfigError(
+                f"params[{stopping[0]!r}]={stopping[1]!r} turns on early stopping, which watches the eval "
+                f"set's metric, but fit got no eval_set. Pass eval_set=... to fit (in a job spec: data.eval "
+                f"or data.eval_fraction), or remove {stopping[0]!r} from params."
+            )
         rows = train.count_rows()
         if rows < placement.num_workers:  # an eval shard may be empty, a training one not
             raise DataError(
@@ -329,13 +362,14 @@ class DistributedBoostingEstimator:
             )
 
         every = _check_every(self.checkpoint_every)  # checked even where the fit will not use it
+        resumable = self._adapter.resumable(params) and callbacks_resumable(self.callbacks or [])
         job = WorkerJob(
             adapter=self._adapter,
             train_shards=train.split(placement.num_workers),
             eval_shards=evaluation.split(placement.num_workers) if evaluation is not None else None,
             input_cols=input_cols, label_col=label_col, params=params, num_rounds=rounds,
             cpus=placement.cpus_per_worker, verbose_eval=period, callbacks=list(self.callbacks or []),
-            checkpoint_every=every if self._adapter.resumable(params) else None,
+            checkpoint_every=every if resumable else None,
         )
         if categorical:
             job.categories = collect_categories([c for c in (train, evaluation) if c is not None], categorical)
@@ -449,7 +483,7 @@ def _score_shard(adapter: BoostingAdapter, booster: Any, shard: DataConnector, i
     from trainflow.metrics import merge, partial_stats
 
     chunks = read_shard(shard, input_cols, label_col, f"the eval data ({shard.describe()})", categories)
-    return merge([partial_stats(task, label, adapter.predict(booster, features)) for features, label in chunks])
+    return merge([partial_stats(task, label, adapter.score(booster, features)) for features, label in chunks])
 
 
 @dataclass(frozen=True)
@@ -520,7 +554,7 @@ def _score_models_shard(plans: tuple, models: tuple, shard: DataConnector, label
                 continue
             try:
                 for features, label in read_shard(_OneBatch(batch), cols, label_col, where, categories):
-                    stats[k].append(partial_stats(task, label, adapter.predict(model, features)))
+                    stats[k].append(partial_stats(task, label, adapter.score(model, features)))
             except Exception as exc:  # noqa: BLE001
                 if not optional:
                     raise

@@ -15,6 +15,7 @@ import pyarrow.types as pat
 
 from trainflow.data.connector import DataConnector
 from trainflow.errors import DataError
+from trainflow.waiting import bounded_get
 
 
 def read_shard(connector: DataConnector, input_cols: Sequence[str], label_col: str | None,
@@ -121,7 +122,8 @@ def collect_categories(connectors: Sequence[DataConnector], columns: Sequence[st
     ensure_cluster()
     parts = max(1, int(ray.cluster_resources().get("CPU", 1)))
     task = remote(_distinct_values)
-    found = ray.get([task.remote(shard, list(columns)) for conn in connectors for shard in conn.split(parts)])
+    found = bounded_get([task.remote(shard, list(columns)) for conn in connectors for shard in conn.split(parts)],
+                        f"the category scan of {', '.join(map(repr, columns))} (Ray tasks over the training data)")
     out = {}
     for name in columns:
         values: set = set()

@@ -49,6 +49,7 @@ from trainflow.distributors.ingest import categorical_columns, read_shard
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.progress import format_metrics
 from trainflow.errors import ConfigError, DataError, ResourceError, TrainingError
+from trainflow.waiting import TIMEOUT_ENV, task_timeout_s
 
 # LightGBM parameter aliases (https://lightgbm.readthedocs.io/en/latest/Parameters.html)
 _THREADS = ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs")
@@ -103,34 +104,58 @@ def _not_decomposable(metric: str) -> bool:
 
 
 # ------------------------------------------------------------------------------- worker exchange
+def _lost_group(message: str) -> TrainingError:
+    """An exchange error a restart of the worker group can fix (a lost or stalled worker)."""
+    error = TrainingError(message)
+    error.transient = True  # retried by Ray Train, not recorded as fatal (distributors/fatal.py)
+    return error
+
+
 @functools.cache
 def _rendezvous_cls():
     import ray
 
     @ray.remote(num_cpus=0)
     class _Rendezvous:
-        """All-gather for one fit's workers: `allgather(key, rank, value)` returns every rank's value."""
+        """All-gather for one fit's workers: `allgather(generation, key, rank, value)` returns every
+        rank's value.
+
+        Each (re)started worker group first takes a number from `next_generation` (rank 0, then
+        broadcast to the group). Numbers only grow, and taking one ends the previous generation: its
+        waiting calls return an error, and a call of it that arrives later fails at once. So a lost
+        group's call cannot reset or fill the new group's exchanges in whatever order Ray delivers
+        calls (it keeps no submission order for an async actor).
+        """
 
         def __init__(self, world: int):
             self._world = world
-            self._generation: str | None = None
+            self._generation = 0
             self._slots: dict = {}
 
-        async def allgather(self, generation: str, key: str, rank: int, value: Any) -> list:
+        async def next_generation(self) -> int:
+            self._generation += 1
+            for slot in self._slots.values():  # the lost group's waiters: released with an error
+                slot["stale"] = True
+                slot["ready"].set()
+            self._slots = {}
+            return self._generation
+
+        async def allgather(self, generation: int, key: str, rank: int, value: Any) -> list:
             import asyncio
 
             if generation != self._generation:
-                # A restarted worker group: drop the slots the lost group left half-filled.
-                self._generation, self._slots = generation, {}
+                raise _stale(generation, self._generation, key)
             slot = self._slots.get(key)
             if slot is None:
                 slot = self._slots[key] = {"values": [None] * self._world, "in": 0, "out": 0,
-                                           "ready": asyncio.Event()}
+                                           "ready": asyncio.Event(), "stale": False}
             slot["values"][rank] = value
             slot["in"] += 1
             if slot["in"] == self._world:
                 slot["ready"].set()
             await slot["ready"].wait()
+            if slot["stale"]:
+                raise _stale(generation, self._generation, key)
             slot["out"] += 1
             if slot["out"] == self._world and self._slots.get(key) is slot:
                 del self._slots[key]
@@ -139,25 +164,55 @@ def _rendezvous_cls():
     return _Rendezvous
 
 
+def _stale(generation: int, current: int, key: str) -> TrainingError:
+    return _lost_group(
+        f"LightGBM's {key!r} exchange of worker group generation {generation} was abandoned: a restarted "
+        f"worker group (generation {current}) replaced it."
+    )
+
+
 class _Peers:
     """This worker's view of the rendezvous, for the current worker group only.
 
-    Every (re)started worker group agrees on a fresh generation id first (Ray Train's rank-0
-    broadcast), so a restarted group never joins an exchange that the lost group left half done.
+    Rank 0 takes the group's generation number from the actor and Ray Train's rank-0 broadcast gives
+    it to every rank, so a restarted group never joins an exchange that the lost group left half done.
+    Every wait is bounded: a peer that never arrives ends in a TrainingError, not a hang.
     """
 
-    def __init__(self, actor, rank: int):
-        import uuid
+    def __init__(self, actor, rank: int, generation: int | None, timeout_s: float):
+        self._actor, self._rank, self._generation, self._timeout = actor, rank, generation, timeout_s
 
+    @classmethod
+    def join(cls, actor, rank: int, timeout_s: float) -> _Peers:
+        """Called by every rank of a (re)started worker group, before its first exchange."""
         from ray.train.collective import broadcast_from_rank_zero
 
-        self._actor, self._rank = actor, rank
-        self._generation = broadcast_from_rank_zero(uuid.uuid4().hex)
+        number = cls(actor, rank, None, timeout_s).get(actor.next_generation.remote(), "a generation number") \
+            if rank == 0 else None
+        return cls(actor, rank, broadcast_from_rank_zero(number), timeout_s)
 
     def allgather(self, key: str, value: Any) -> list:
-        import ray
+        return self.get(self._actor.allgather.remote(self._generation, key, self._rank, value),
+                         f"every worker at LightGBM's {key!r} exchange")
 
-        return ray.get(self._actor.allgather.remote(self._generation, key, self._rank, value))
+    def get(self, ref, what: str) -> Any:
+        """`ray.get(ref)` bounded by the fit's timeout; `what` names what was awaited in the error."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayTaskError
+
+        try:
+            return ray.get(ref, timeout=self._timeout)
+        except GetTimeoutError:
+            raise _lost_group(
+                f"Worker rank {self._rank} gave up after {self._timeout:g}s waiting for {what} (worker group "
+                f"generation {self._generation}, through the fit's rendezvous actor): another worker was lost "
+                "or stalled, or the cluster's CPUs are held by other work (see `ray status`). If a round "
+                f"really takes that long, raise {TIMEOUT_ENV}."
+            ) from None
+        except RayTaskError as exc:
+            if isinstance(exc.cause, TrainingError):
+                raise exc.cause from None
+            raise
 
 
 class _GlobalMetrics:
@@ -192,6 +247,38 @@ def _combine(metric: str, parts: list[tuple[float, int]]) -> float:
     if metric == "gamma_deviance":  # LightGBM reports this one as a sum over rows
         return sum(v for v, _ in parts)
     return sum(v * n for v, n in parts) / total
+
+
+class _RankZeroCallbacks:
+    """The user's after-iteration callbacks, run on rank 0 only (their side effects happen once), in
+    their own order, with their decision to stop (LightGBM's EarlyStopException) shared with every
+    rank each round through the rendezvous.
+
+    Without it, rank 0 leaves lgb.train when lgb.early_stopping says stop and the other ranks wait
+    for it in LightGBM's network forever. Every rank holds one, so every rank joins each exchange.
+    """
+
+    def __init__(self, callbacks: list, rank: int, peers: _Peers | None):
+        self.order = 10**9  # after trainflow's and LightGBM's own callbacks
+        self.before_iteration = False
+        # LightGBM's rule for callbacks without an order: their position, before any that has one
+        ordered = sorted(enumerate(callbacks), key=lambda ic: getattr(ic[1], "order", ic[0] - len(callbacks)))
+        self._callbacks = [cb for _, cb in ordered] if rank == 0 else []
+        self._peers = peers
+
+    def __call__(self, env) -> None:
+        stop = None
+        try:
+            for cb in self._callbacks:
+                cb(env)
+        except lgb.callback.EarlyStopException as exc:
+            stop = exc
+        if self._peers is not None:
+            mine = None if stop is None else (stop.best_iteration, stop.best_score)
+            decision = self._peers.allgather(f"stop-{env.iteration}", mine)[0]
+            stop = None if decision is None else lgb.callback.EarlyStopException(*decision)
+        if stop is not None:
+            raise stop
 
 
 class _Checkpoint:
@@ -276,7 +363,17 @@ class _LightGBMAdapter(BoostingAdapter):
         # Early stopping keeps its best-round state outside the checkpoint; random forests refuse an
         # init_model ("init_score ... == nullptr" in rf.hpp). Both restart from round 0 instead.
         forest = str(_first(params, _BOOSTING) or "gbdt").lower() in ("rf", "random_forest")
-        return _first(params, _EARLY_STOPPING) is None and not forest
+        return self.early_stopping(params) is None and not forest
+
+    def early_stopping(self, params: dict[str, Any]) -> tuple[str, Any] | None:
+        key = next((a for a in _EARLY_STOPPING if a in params), None)
+        if key is None or params[key] is None:
+            return None
+        try:
+            on = int(params[key]) > 0  # LightGBM: <= 0 turns it off
+        except (TypeError, ValueError):
+            on = True  # lgb.early_stopping says what is wrong with the value
+        return (key, params[key]) if on else None
 
     def trainer_cls(self):
         from ray.train.lightgbm import LightGBMTrainer  # Ray Train V2's trainer (V2 is the default)
@@ -326,6 +423,7 @@ class _LightGBMAdapter(BoostingAdapter):
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
             job.extras["rendezvous"] = _rendezvous_cls().options(scheduling_strategy=here).remote(
                 placement.num_workers)
+            job.extras["rendezvous_timeout_s"] = task_timeout_s()  # decided here, the same on every worker
 
     def end_fit(self, job: WorkerJob) -> None:
         actor = job.extras.pop("rendezvous", None)
@@ -337,7 +435,8 @@ class _LightGBMAdapter(BoostingAdapter):
     # ---------------------------------------------------------------- worker side
     def train(self, job: WorkerJob, rank: int, world_size: int) -> WorkerResult:
         params = dict(job.params)
-        patience = _pop_all(params, _EARLY_STOPPING)
+        stopping = self.early_stopping(params)  # fit refused it without an eval set
+        _pop_all(params, _EARLY_STOPPING)
         cat_names = _categorical_names(job, _pop_all(params, _CATEGORICAL))
         chunks = read_shard(job.train_shards[rank], job.input_cols, job.label_col, "the training data",
                             categories=job.categories)
@@ -350,7 +449,7 @@ class _LightGBMAdapter(BoostingAdapter):
 
         reference, peers = None, None
         if world_size > 1:
-            peers = _Peers(job.extras["rendezvous"], rank)
+            peers = _Peers.join(job.extras["rendezvous"], rank, job.extras["rendezvous_timeout_s"])
             counts = peers.allgather("rows", rows["train"])
             if min(counts) == 0:
                 raise DataError(
@@ -392,16 +491,20 @@ class _LightGBMAdapter(BoostingAdapter):
         callbacks.append(lgb.record_evaluation(history))
         before = resume.history if resume else {}
         callbacks.append(_Checkpoint(job, rank, before, history))
-        if patience and job.eval_shards is not None:
-            callbacks.append(lgb.early_stopping(int(patience), verbose=False))
+        if stopping is not None:
+            callbacks.append(lgb.early_stopping(int(stopping[1]), verbose=False))
+        if rank == 0 and job.progress is not None:
+            callbacks.append(_Progress(job))
+        before_round = [cb for cb in job.callbacks if getattr(cb, "before_iteration", False)]
+        after_round = [cb for cb in job.callbacks if not getattr(cb, "before_iteration", False)]
         if rank == 0:
-            if job.progress is not None:
-                callbacks.append(_Progress(job))
-            callbacks.extend(job.callbacks)
+            callbacks.extend(before_round)  # they cannot stop the fit (lgb.train raises what they raise)
+        if after_round:
+            callbacks.append(_RankZeroCallbacks(after_round, rank, peers))
         booster = lgb.train(params, dtrain, num_boost_round=job.num_rounds - (resume.rounds_done if resume else 0),
                             valid_sets=valid_sets, valid_names=names, callbacks=callbacks, init_model=init_model)
-        best = booster.best_iteration if patience and job.eval_shards is not None and booster.best_iteration > 0 \
-            else None
+        # set when early stopping (the param's or a user's) stopped the fit, on every rank alike
+        best = booster.best_iteration if booster.best_iteration > 0 else None
         if job.categories:
             # LightGBM's own record of category lists (also used by booster.predict on pandas categoricals)
             booster.pandas_categorical = [job.categories[c] for c in job.input_cols if c in job.categories]
@@ -422,7 +525,7 @@ class _LightGBMAdapter(BoostingAdapter):
         seed = int(params.get("seed", params.get("data_random_seed", 0)) or 0)
         mine = ray.put(_local_sample(chunks, share, seed + 7919 * rank))
         refs = peers.allgather("bin-sample", [mine])
-        sample = np.concatenate(ray.get([r[0] for r in refs]))  # rank order: identical everywhere
+        sample = np.concatenate(peers.get([r[0] for r in refs], "the other workers' bin samples"))  # rank order
         # Built before lgb.train starts the network, so LightGBM finds every feature's bins locally
         # from this (identical) sample instead of one machine's own rows.
         return lgb.Dataset(sample, feature_name=job.input_cols, categorical_feature=cat_names or "auto",

@@ -1,6 +1,7 @@
 """XGBEstimator: distributed XGBoost on Ray Train, Snowflake ML's API."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,11 +75,59 @@ class _Checkpoint(xgb.callback.TrainingCallback):
         return False
 
 
+def _overrides(callback: xgb.callback.TrainingCallback, method: str) -> bool:
+    return getattr(type(callback), method, None) is not getattr(xgb.callback.TrainingCallback, method)
+
+
+class _RankZeroCallbacks(xgb.callback.TrainingCallback):
+    """The user's callbacks, run on rank 0 only (their side effects happen once), with their decision
+    to stop shared with every rank each round through xgboost's collective broadcast.
+
+    Without the broadcast, rank 0 leaves the boosting loop when a callback says stop (EarlyStopping)
+    and the other ranks wait for it in the next round's allreduce forever. Every rank holds one of
+    these, so every rank takes part in the same broadcasts.
+    """
+
+    def __init__(self, callbacks: list[xgb.callback.TrainingCallback], rank: int, world_size: int):
+        self.callbacks = list(callbacks) if rank == 0 else []
+        self.shared = world_size > 1
+        # from the whole list, known on every rank: every rank broadcasts the same number of times
+        self.share_before = self.shared and any(_overrides(c, "before_iteration") for c in callbacks)
+
+    def before_training(self, model):
+        for c in self.callbacks:
+            model = c.before_training(model)
+        return model
+
+    def after_training(self, model):
+        for c in self.callbacks:
+            model = c.after_training(model)
+        return model
+
+    def before_iteration(self, model, epoch: int, evals_log) -> bool:
+        stop = any(c.before_iteration(model, epoch, evals_log) for c in self.callbacks)  # as xgboost: any()
+        return _from_rank_zero(stop) if self.share_before else stop
+
+    def after_iteration(self, model, epoch: int, evals_log) -> bool:
+        stop = any(c.after_iteration(model, epoch, evals_log) for c in self.callbacks)
+        return _from_rank_zero(stop) if self.shared else stop
+
+
+def _from_rank_zero(stop: bool) -> bool:
+    from xgboost import collective
+
+    return bool(collective.broadcast(bool(stop), 0))
+
+
 class _XGBAdapter(BoostingAdapter):
     name = "xgboost"
 
     def resumable(self, params: dict[str, Any]) -> bool:
-        return params.get("early_stopping_rounds") is None  # its best-round state is not checkpointed
+        return self.early_stopping(params) is None  # its best-round state is not checkpointed
+
+    def early_stopping(self, params: dict[str, Any]) -> tuple[str, Any] | None:
+        rounds = params.get("early_stopping_rounds")
+        return ("early_stopping_rounds", rounds) if rounds else None  # xgboost: 0/None = off
 
     def trainer_cls(self):
         from ray.train.xgboost import XGBoostTrainer
@@ -111,16 +160,17 @@ class _XGBAdapter(BoostingAdapter):
         callbacks = [_Checkpoint(job, rank, before)]
         if job.progress is not None and rank == 0:
             callbacks.append(_Progress(job))
-        if rank == 0:
-            callbacks.extend(job.callbacks)
+        if job.callbacks:
+            callbacks.append(_RankZeroCallbacks(job.callbacks, rank, world_size))
         history: dict = {}
         booster = xgb.train(
             params, dtrain, num_boost_round=job.num_rounds - (resume.rounds_done if resume else 0),
             evals=evals, evals_result=history, verbose_eval=False, callbacks=callbacks,
-            early_stopping_rounds=early_stopping if job.eval_shards is not None else None,
+            early_stopping_rounds=early_stopping,  # fit refused it without an eval set
             xgb_model=self.load(resume.model) if resume else None,  # continue from the checkpoint
         )
-        best = getattr(booster, "best_iteration", None) if early_stopping else None
+        # set by early stopping, the param's or a user's EarlyStopping callback (rank 0 reports the model)
+        best = getattr(booster, "best_iteration", None)
         # The model leaves the worker configured for CPU prediction (where fitted models are mostly
         # used); a device=cuda booster given numpy rows warns about mismatched devices on every call.
         booster.set_param({"device": "cpu"})
@@ -134,6 +184,16 @@ class _XGBAdapter(BoostingAdapter):
     def predict(self, booster: xgb.Booster, features: np.ndarray) -> np.ndarray:
         booster.set_param({"nthread": 1, "device": "cpu"})  # 1-CPU tasks that see no GPU (ingest.remote)
         return booster.inplace_predict(features)
+
+    def score(self, booster: xgb.Booster, features: np.ndarray) -> np.ndarray:
+        from trainflow.metrics import apply_link
+        from trainflow.spec import MARGIN_LINK
+
+        link = MARGIN_LINK.get(json.loads(booster.save_config())["learner"]["objective"]["name"])
+        if link is None:
+            return self.predict(booster, features)
+        booster.set_param({"nthread": 1, "device": "cpu"})
+        return apply_link(link, booster.inplace_predict(features, predict_type="margin"))
 
 
 class XGBEstimator(DistributedBoostingEstimator):
