@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainflow.cluster import cluster_nodes, ensure_cluster  # noqa: E402
 from trainflow.data.demo import build_warehouse  # noqa: E402
 from trainflow.errors import TrainflowError  # noqa: E402
-from trainflow.pipeline import shard  # noqa: E402
+from trainflow.pipeline.plan import plan as plan_fit  # noqa: E402
 from trainflow.pipeline.evaluate import evaluate  # noqa: E402
 from trainflow.pipeline.fit import fit  # noqa: E402
 from trainflow.pipeline.load import load  # noqa: E402
@@ -46,7 +46,7 @@ def job(framework: str, gpu: bool, database: str, rounds: int) -> dict:
 def run_one(framework: str, gpu: bool, database: str, rounds: int) -> dict:
     spec = parse_spec(job(framework, gpu, database, rounds))
     data = load(spec)
-    plan = shard.plan(spec, data)
+    plan = plan_fit(spec, data)
     outcome = fit(spec, data, plan)
     metrics = evaluate(spec, outcome, data)
     p = plan.placement

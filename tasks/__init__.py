@@ -3,6 +3,6 @@ from tasks.evaluate import evaluate
 from tasks.fit import fit
 from tasks.load import load
 from tasks.register import register
-from tasks.shard import shard
+from tasks.plan import plan
 
-__all__ = ["load", "shard", "fit", "evaluate", "register"]
+__all__ = ["load", "plan", "fit", "evaluate", "register"]

@@ -6,7 +6,7 @@ from prefect.artifacts import create_table_artifact
 
 from trainflow.pipeline import evaluate as step
 from trainflow.pipeline.evaluate import Evaluation
-from trainflow.pipeline.fit import FitOutcome
+from trainflow.frameworks import FitOutcome
 from trainflow.pipeline.load import LoadedData
 from trainflow.spec import JobSpec
 

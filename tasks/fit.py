@@ -6,10 +6,10 @@ from prefect import task
 from trainflow.distributors.progress import ProgressChannel
 from trainflow.pipeline import fit as step
 from trainflow.pipeline.load import LoadedData
-from trainflow.pipeline.shard import ShardPlan
+from trainflow.pipeline.plan import FitPlan
 from trainflow.spec import JobSpec
 
 
 @task(name="fit", persist_result=False)
-def fit(spec: JobSpec, data: LoadedData, plan: ShardPlan, progress: ProgressChannel | None) -> step.FitOutcome:
+def fit(spec: JobSpec, data: LoadedData, plan: FitPlan, progress: ProgressChannel | None) -> step.FitOutcome:
     return step.fit(spec, data, plan, progress=progress)

@@ -8,7 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks.retry import transient_only
 from trainflow.pipeline import register as step
-from trainflow.pipeline.fit import FitOutcome
+from trainflow.frameworks import FitOutcome
 from trainflow.pipeline.load import LoadedData
 from trainflow.registry import RegisteredModel, tracking_uri
 from trainflow.secrets import mask_text

@@ -79,7 +79,7 @@ def test_a_pytorch_module_returning_logits_gets_the_clear_error_from_the_scoring
     """Through the real scoring path (Ray tasks per shard), not a crash in np.bincount."""
     import torch
 
-    from trainflow.pipeline.torch_steps import TorchModuleAdapter
+    from trainflow.distributors.torch_scoring import TorchModuleAdapter
 
     holdout = _classes(500, 5, 2)
     torch.manual_seed(0)

@@ -174,7 +174,7 @@ def test_register_is_retried_while_the_store_is_busy(first_run, workdir, warehou
     from prefect.client.orchestration import get_client
 
     from tasks.register import register
-    from trainflow.pipeline import shard as shard_step
+    from trainflow.pipeline.plan import plan
     from trainflow.pipeline.evaluate import evaluate
     from trainflow.pipeline.fit import fit
     from trainflow.pipeline.load import load
@@ -182,7 +182,7 @@ def test_register_is_retried_while_the_store_is_busy(first_run, workdir, warehou
     spec = parse_spec(demo_spec(warehouse, name="pipe-busy", register__model_name="busy-model",
                                 trainer__n_estimators=5))
     data = load(spec)
-    outcome = fit(spec, data, shard_step.plan(spec, data))
+    outcome = fit(spec, data, plan(spec, data))
     metrics = evaluate(spec, outcome, data)
     locked, release = threading.Event(), threading.Event()
 

@@ -18,12 +18,13 @@ from mlflow import MlflowClient
 
 from tests.conftest import regression_frame
 from trainflow.errors import ConfigError
-from trainflow.pipeline import shard
+from trainflow.pipeline.plan import plan
 from trainflow.pipeline.evaluate import evaluate
 from trainflow.pipeline.fit import fit
 from trainflow.pipeline.load import load
 from trainflow.pipeline.register import register
-from trainflow.pipeline.torch_steps import TorchFitOutcome
+from trainflow import frameworks
+from trainflow.frameworks import FitOutcome
 from trainflow.registry import ChampionScore, PromotionRule, decide, register_model
 from trainflow.spec import SpecError, parse_spec
 
@@ -77,7 +78,7 @@ def fitted(ray_cluster, files, store):
     for key, spec in {"weak": job(files, "fit", rounds=1, lr=0.05), "strong": job(files, "fit"),
                       "no_f3": job(files, "fit", "hard_no_f3", train="train_no_f3", features=FEATURES[:3])}.items():
         data = load(spec)
-        out[key] = fit(spec, data, shard.plan(spec, data))
+        out[key] = fit(spec, data, plan(spec, data))
     return out
 
 
@@ -244,7 +245,7 @@ def test_pytorch_champion_and_pytorch_candidate(files, fitted):
     # A PyTorch module as the candidate, against an XGBoost champion.
     spec = job(files, "torch-champ")
     data = load(spec)
-    as_candidate = evaluate(spec, TorchFitOutcome("pytorch", None, 0.0, _module=net), data)
+    as_candidate = evaluate(spec, FitOutcome(frameworks.get("pytorch"), None, 0.0, _model=net), data)
     assert as_candidate["rmse"] == pytest.approx(direct, rel=1e-4)
     assert as_candidate.champion.version == champion("torch-champ")
     assert as_candidate.champion.framework == ("xgboost" if result.promoted else "pytorch")

@@ -263,7 +263,8 @@ def test_get_context_outside_training_raises():
 # ===================================================================== the shipped example, URI stage
 def test_credit_mlp_example_learns_and_lands_under_file_uri(ray_cluster, tmp_path):
     from trainflow.examples.credit_mlp import train_func as credit_train_func
-    from trainflow.pipeline.torch_steps import TorchModuleAdapter, load_model
+    from trainflow.distributors.torch_scoring import TorchModuleAdapter
+    from trainflow.frameworks.pytorch import load_model
 
     train, holdout = credit_frame(4000, seed=7), credit_frame(1000, seed=8)
     lines: list[str] = []
@@ -545,7 +546,7 @@ def test_pipeline_steps_fit_evaluate_register_pytorch(ray_cluster, warehouse, tm
     import mlflow
     import yaml
 
-    from trainflow.pipeline import evaluate, fit, load, register, shard
+    from trainflow.pipeline import evaluate, fit, load, plan as plan_step, register
     from trainflow.spec import parse_spec
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
@@ -557,12 +558,12 @@ def test_pipeline_steps_fit_evaluate_register_pytorch(ray_cluster, warehouse, tm
     spec = parse_spec(raw)
 
     data = load.load(spec)
-    plan = shard.plan(spec, data)
+    plan = plan_step.plan(spec, data)
     assert plan.placement.num_workers == 2 and plan.placement.cpus_per_worker == 1
     assert sum(plan.rows_per_shard) == data.train_rows
     lines: list[str] = []
     outcome = fit.fit(spec, data, plan, progress=lines.append)
-    assert outcome.framework == "pytorch" and len(lines) == 9  # 8 epochs + eval-loss
+    assert outcome.framework.name == "pytorch" and len(lines) == 9  # 8 epochs + eval-loss
     model_dir = Path(outcome.result.get_model_dir())
     assert model_dir.parent == tmp_path / "artifacts" / "model"
     metrics = evaluate.evaluate(spec, outcome, data)

@@ -19,7 +19,7 @@ _SUM_TOLERANCE = 1e-3  # float32 class probabilities sum to 1 within this
 
 def apply_link(link: Literal["sigmoid", "softmax"], margin: np.ndarray) -> np.ndarray:
     """A model's raw margin → the task's score: sigmoid → P(class 1), softmax over axis 1 → (n, k)
-    class probabilities (see trainflow.spec.MARGIN_LINK for which objectives need it)."""
+    class probabilities (see trainflow.frameworks.xgboost.MARGIN_LINK for which objectives need it)."""
     margin = np.asarray(margin, dtype=np.float64)
     if link == "sigmoid":
         return 0.5 * (1.0 + np.tanh(0.5 * margin))  # = 1 / (1 + exp(-m)), without overflow

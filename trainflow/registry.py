@@ -8,7 +8,6 @@ behind with an alias (the version is deleted and the run marked FAILED).
 """
 from __future__ import annotations
 
-import copy
 import fcntl
 import hashlib
 import json
@@ -22,20 +21,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import mlflow
-import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, infer_signature
-from mlflow.types import ColSpec, DataType, Schema
 
+from trainflow import frameworks
 from trainflow.errors import ConfigError, RegistryError
+from trainflow.frameworks import Framework
 from trainflow.secrets import flatten_masked, mask_text
 
-Framework = Literal["xgboost", "lightgbm", "pytorch"]
 CHAMPION, CHALLENGER = "champion", "challenger"
 FEATURES_TAG, FEATURES_FILE = "trainflow.features", "features.json"
 _BAD_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
@@ -147,32 +144,6 @@ def _metric_key(key: str) -> str:
     return _BAD_METRIC_CHARS.sub("_", key)
 
 
-def _predict(framework: Framework, model: Any, x: pd.DataFrame) -> np.ndarray:
-    """Booster predictions for the signature (xgboost Boosters need a DMatrix)."""
-    if framework == "xgboost":
-        import xgboost
-
-        if isinstance(model, xgboost.Booster):
-            return model.predict(xgboost.DMatrix(x))
-        return np.asarray(model.predict(x))
-    return np.asarray(model.predict(x))
-
-
-def _importance(framework: Framework, model: Any,
-                given: dict[str, float] | None) -> dict[str, float]:
-    """Use the caller's importances, else the booster's gain; PyTorch has none to offer."""
-    if given is not None:
-        return dict(given)
-    if framework == "xgboost":
-        booster = model.get_booster() if hasattr(model, "get_booster") else model
-        return {k: float(v) for k, v in booster.get_score(importance_type="gain").items()}
-    if framework == "lightgbm":
-        booster = getattr(model, "booster_", model)
-        gains = booster.feature_importance(importance_type="gain")
-        return {n: float(g) for n, g in zip(booster.feature_name(), gains)}
-    return {}
-
-
 def _importance_figure(importance: dict[str, float]) -> Figure:
     top = sorted(importance.items(), key=lambda kv: kv[1])[-30:]
     fig = Figure(figsize=(7, 0.3 * len(top) + 1.5))
@@ -196,49 +167,6 @@ def _learning_curve_figure(history: dict[str, dict[str, list[float]]]) -> Figure
     ax.legend()
     fig.tight_layout()
     return fig
-
-
-def _requirements(flavour: Any) -> list[str]:
-    """Pin what is installed instead of letting MLflow infer it: inference starts a subprocess
-    (~2.5 s per model) and drags in unrelated packages; '+cpu' labels are not installable."""
-    reqs = flavour.get_default_pip_requirements() + [f"numpy=={np.__version__}",
-                                                     f"pandas=={pd.__version__}"]
-    return [re.sub(r"\+[\w.]+$", "", r) for r in reqs]
-
-
-def _log_model(framework: Framework, model: Any, example: pd.DataFrame) -> Any:
-    """Native flavour, signature from the example and the model's own predictions."""
-    if framework == "pytorch":
-        # The pt2 default traces forward() on a tensor: give it float32 numpy (>1 row so the
-        # batch dim stays dynamic), and a CPU eval copy so the caller's module is not mutated.
-        import torch
-
-        module = copy.deepcopy(model).cpu().eval()
-        x = example.to_numpy(np.float32).copy()  # writable: torch warns on read-only arrays
-        with torch.no_grad():
-            y = module(torch.from_numpy(x)).numpy()
-        return mlflow.pytorch.log_model(module, name="model", input_example=x,
-                                        signature=infer_signature(x, y),
-                                        pip_requirements=_requirements(mlflow.pytorch))
-    flavour = mlflow.xgboost if framework == "xgboost" else mlflow.lightgbm
-    signature = _declared_signature(example, _predict(framework, model, example))
-    return flavour.log_model(model, name="model", input_example=example, signature=signature,
-                             pip_requirements=_requirements(flavour))
-
-
-def _declared_signature(example: pd.DataFrame, output: np.ndarray) -> ModelSignature:
-    """The input schema declared from the features' dtypes, not inferred: MLflow's inference warns
-    about every integer column (it could not hold a missing value), though these dtypes are the data's
-    own, already checked by the job's schema; other dtypes (strings, categories) are inferred as usual."""
-    columns = []
-    for name, dtype in example.dtypes.items():
-        wide = dtype.itemsize > 4 if dtype.kind in "biuf" else False
-        kind = {"b": DataType.boolean, "i": DataType.long if wide else DataType.integer, "u": DataType.long,
-                "f": DataType.double if wide else DataType.float}.get(dtype.kind)
-        if kind is None:
-            kind = infer_signature(example[[name]]).inputs.input_types()[0]
-        columns.append(ColSpec(kind, str(name), required=not example[name].isna().any()))
-    return ModelSignature(inputs=Schema(columns), outputs=infer_signature(output).inputs)
 
 
 @contextmanager
@@ -303,7 +231,7 @@ def register_model(
     *,
     experiment: str,
     model_name: str,
-    framework: Framework,
+    framework: str | Framework,
     model: Any,
     input_example: pd.DataFrame,
     params: dict[str, Any],
@@ -325,8 +253,11 @@ def register_model(
     All-or-nothing: on any failure the run ends FAILED, a version created by this call is deleted
     (taking its aliases with it) and RegistryError names the step and the fix.
     """
-    if framework not in ("xgboost", "lightgbm", "pytorch"):
-        raise RegistryError(f"framework must be xgboost, lightgbm or pytorch, got {framework!r}")
+    if not isinstance(framework, Framework):
+        try:
+            framework = frameworks.get(framework)
+        except ConfigError as exc:
+            raise RegistryError(str(exc)) from None
     if rule.metric not in metrics:
         raise RegistryError(f"promotion metric '{rule.metric}' is not among the metrics "
                             f"{sorted(metrics)}; evaluate it or change register.promote_on.metric")
@@ -334,9 +265,9 @@ def register_model(
     if missing:
         raise RegistryError(f"input_example lacks feature columns {missing}; pass rows of the "
                             f"training features {feature_names}")
-    if framework == "pytorch" and len(input_example) < 2:
-        raise RegistryError("a pytorch input_example needs at least 2 rows (a 1-row example "
-                            "fixes the exported batch size to 1)")
+    if len(input_example) < framework.min_example_rows:
+        raise RegistryError(f"a {framework.name} input_example needs at least {framework.min_example_rows} rows "
+                            "(fewer would fix the logged model's batch size)")
     example = input_example[feature_names].head(5)
     candidate = float(metrics[rule.metric])
 
@@ -355,7 +286,7 @@ def register_model(
             # The features let a later run score this version as champion; a list too long for a tag
             # (MLflow keeps 8000 characters) goes to an artifact instead.
             listed = json.dumps(list(feature_names))
-            mlflow.set_tags({"trainflow.framework": framework, "trainflow.model_name": model_name,
+            mlflow.set_tags({"trainflow.framework": framework.name, "trainflow.model_name": model_name,
                              **({FEATURES_TAG: listed} if len(listed) <= 5000 else {}),
                              **_champion_tags(champion), **(tags or {})})
             if len(listed) > 5000:
@@ -373,13 +304,13 @@ def register_model(
             if eval_history:
                 mlflow.log_dict(eval_history, "eval_history.json")
                 mlflow.log_figure(_learning_curve_figure(eval_history), "plots/learning_curve.png")
-            importance = _importance(framework, model, feature_importance)
+            importance = dict(feature_importance) if feature_importance is not None else framework.importance(model)
             if importance:
                 mlflow.log_dict(importance, "feature_importance.json")
                 mlflow.log_figure(_importance_figure(importance), "plots/feature_importance.png")
 
             step = "logging the model"
-            info = _log_model(framework, model, example)
+            info = framework.log_model(model, example)
 
             step = "registering the model version"
             version = mlflow.register_model(info.model_uri, model_name).version
@@ -411,7 +342,7 @@ def register_model(
             # before the error reached us could otherwise stay on a version that is then deleted).
             transient = clean and _is_transient(exc)
             fix = (_TRANSIENT_FIX if transient else _FIXES[step]).format(uri=mask_text(uri),
-                                                                         framework=framework, name=model_name)
+                                                                         framework=framework.name, name=model_name)
             if not clean:
                 fix += (f" (cleanup failed too: the versions of run {run_id} of '{model_name}' carry "
                         "no alias; delete them by hand)")

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -30,7 +31,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from trainflow import frameworks
 from trainflow.errors import ConfigError
+from trainflow.frameworks.base import Task
 from trainflow.secrets import MASK, is_secret_name, mask_text
 
 __all__ = [
@@ -53,63 +56,40 @@ __all__ = [
 
 DEFAULT_DATABASE = "data/warehouse.duckdb"
 
-Framework = Literal["xgboost", "lightgbm", "pytorch"]
-Task = Literal["regression", "binary", "multiclass"]
 Metric = Literal["rmse", "mae", "r2", "auc", "logloss", "accuracy", "f1", "mlogloss"]
 Dtype = Literal[
     "int64", "int32", "float64", "float32", "bool", "str", "string", "category", "datetime64[ns]"
 ]
 
-# objective -> task, per framework; pytorch has no native objective, so its "objective" names the task.
-OBJECTIVES: dict[str, dict[str, Task]] = {
-    "xgboost": {
-        "reg:squarederror": "regression",
-        "reg:absoluteerror": "regression",
-        "reg:pseudohubererror": "regression",
-        "reg:logistic": "regression",
-        "binary:logistic": "binary",
-        "binary:logitraw": "binary",
-        "multi:softprob": "multiclass",
-        "multi:softmax": "multiclass",
-        "count:poisson": "regression",
-        "reg:gamma": "regression",
-        "reg:tweedie": "regression",
-    },
-    "lightgbm": {
-        "regression": "regression",
-        "regression_l1": "regression",
-        "huber": "regression",
-        "binary": "binary",
-        "multiclass": "multiclass",
-        "poisson": "regression",
-        "gamma": "regression",
-        "tweedie": "regression",
-    },
-    "pytorch": {"regression": "regression", "binary": "binary", "multiclass": "multiclass"},
-}
-# The evaluate step's metrics read the task's score: a value, P(class 1), or class probabilities.
-# Objectives above whose prediction is something else are scored through their margin and this link
-# (binary:logitraw predicts the margin, multi:softmax class ids); every other one predicts the score
-# itself (a pytorch module must return probabilities: trainflow.metrics refuses logits). Objectives
-# not above are refused by the spec: binary:hinge predicts 0/1 and lightgbm's multiclassova
-# unnormalised per-class scores, neither a probability, and ranking/cross-entropy have no task here.
-MARGIN_LINK: dict[str, Literal["sigmoid", "softmax"]] = {
-    "binary:logitraw": "sigmoid",
-    "multi:softmax": "softmax",
-}
 # trainer.params keys that would set the objective again (lightgbm's aliases included)
 _OBJECTIVE_KEYS = ("objective", "objective_type", "app", "application", "loss")
-DEFAULT_OBJECTIVE: dict[str, str] = {
-    "xgboost": "reg:squarederror",
-    "lightgbm": "regression",
-    "pytorch": "regression",
-}
-Objective = Literal[
-    "reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror", "reg:logistic",
-    "binary:logistic", "binary:logitraw", "multi:softprob", "multi:softmax", "count:poisson",
-    "reg:gamma", "reg:tweedie", "regression", "regression_l1", "huber", "binary", "multiclass",
-    "poisson", "gamma", "tweedie",
-]
+
+
+def _one_of(values: tuple[str, ...]) -> PydanticCustomError:
+    return PydanticCustomError("literal_error", "Input should be {expected}",
+                               {"expected": " or ".join(repr(v) for v in values)})
+
+
+def _known_framework(value: Any) -> Any:
+    if isinstance(value, str) and value not in frameworks.names():
+        raise _one_of(frameworks.names())
+    return value
+
+
+def _all_objectives() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(o for n in frameworks.names() for o in frameworks.get(n).objectives))
+
+
+def _known_objective(value: Any) -> Any:
+    if isinstance(value, str) and value not in _all_objectives():
+        raise _one_of(_all_objectives())
+    return value
+
+
+# The registered plug-ins' names and objectives, checked when a spec is read and listed in the JSON
+# schema (the Prefect UI's dropdowns), so a framework registered as a plug-in is a spec choice too.
+FrameworkName = Annotated[str, BeforeValidator(_known_framework)]
+ObjectiveName = Annotated[str, BeforeValidator(_known_objective)]
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "regression": ("rmse", "mae", "r2"),
     "binary": ("auc", "logloss", "accuracy", "f1"),
@@ -286,10 +266,13 @@ _TORCH_SCALING = ("num_nodes", "num_workers_per_node", "num_cpus", "num_gpus")
 class TrainerSpec(_Model):
     """Which trainer runs, with which objective, parameters and resources."""
 
-    framework: Framework = Field("xgboost", description="Training framework.")
+    framework: FrameworkName = Field("xgboost", description="Training framework.",
+                                     json_schema_extra=lambda schema: schema.update(enum=list(frameworks.names())))
     n_estimators: int = Field(100, ge=1, description="xgboost/lightgbm: boosting rounds.")
-    objective: Objective | None = Field(
+    objective: ObjectiveName | None = Field(
         None,
+        json_schema_extra=lambda schema: schema.update(anyOf=[{"enum": list(_all_objectives()), "type": "string"},
+                                                              {"type": "null"}]),
         description="Learning objective (sets the task). Default: reg:squarederror (xgboost), "
         "regression (lightgbm); for pytorch one of regression, binary, multiclass.",
     )
@@ -320,11 +303,12 @@ class TrainerSpec(_Model):
     @classmethod
     def _objective_fits_framework(cls, value: Any, info: Any) -> Any:
         framework = info.data.get("framework")
-        if value is None or framework not in OBJECTIVES or not isinstance(value, str):
+        if value is None or framework not in frameworks.names() or not isinstance(value, str):
             return value
-        if value not in OBJECTIVES[framework]:
+        accepted = frameworks.get(framework).objectives
+        if value not in accepted:
             raise ValueError(
-                f"{value!r} is not a {framework} objective (accepted: {_join(OBJECTIVES[framework])})"
+                f"{value!r} is not a {framework} objective (accepted: {_join(accepted)})"
             )
         return value
 
@@ -340,12 +324,13 @@ class TrainerSpec(_Model):
             found.append(("hyper_params", "only for framework pytorch (use params)"))
         if torch and self.params:
             found.append(("params", "only for xgboost/lightgbm (use hyper_params)"))
-        objective = self.objective or DEFAULT_OBJECTIVE[self.framework]
+        plugin = frameworks.get(self.framework)
+        objective = self.objective or plugin.default_objective
         for key in () if torch else _OBJECTIVE_KEYS:
             if key in self.params and self.params[key] != objective:
                 found.append((f"params.{key}", "sets the objective, which decides the task the eval metrics "
                                                "read: set trainer.objective instead (accepted: "
-                                               f"{_join(OBJECTIVES[self.framework])})"))
+                                               f"{_join(plugin.objectives)})"))
         # compared with the default, not "was it set": generated deployments list every key
         if torch and self.checkpoint_every != type(self).model_fields["checkpoint_every"].default:
             found.append(("checkpoint_every", "only for xgboost/lightgbm (a pytorch train_func checkpoints "
@@ -359,13 +344,13 @@ class TrainerSpec(_Model):
         if found:
             raise _problems(*found)
         if self.objective is None:
-            self.objective = DEFAULT_OBJECTIVE[self.framework]
+            self.objective = plugin.default_objective
         return self
 
     @property
     def task(self) -> Task:
         """regression | binary | multiclass, derived from the objective."""
-        return OBJECTIVES[self.framework][self.objective or DEFAULT_OBJECTIVE[self.framework]]
+        return frameworks.get(self.framework).task(self.objective)
 
 
 # ------------------------------------------------------------------------ evaluate and register

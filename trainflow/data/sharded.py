@@ -40,7 +40,7 @@ class ShardedDataConnector:
 
     def get_shard(self) -> DataConnector:
         """This worker's shard (call inside a distributed training function)."""
-        from trainflow.distributors.context import current_rank_and_world
+        from trainflow.data.rank import current_rank_and_world
 
         if not self._connector.is_stable():
             raise DataError(

@@ -133,7 +133,7 @@ class BoostingAdapter:
     def score(self, model: Any, features: np.ndarray) -> np.ndarray:
         """Predictions on the task's scale, what trainflow.metrics reads: a value (regression),
         P(class 1) (binary) or (n, k) class probabilities. `predict` gives the model's native output,
-        which for some objectives is a margin or a class id (see trainflow.spec.MARGIN_LINK)."""
+        which for some objectives is a margin or a class id (see trainflow.frameworks.xgboost.MARGIN_LINK)."""
         return self.predict(model, features)
 
     def feature_categories(self, booster: Any, schema: pa.Schema, input_cols: list[str]) -> dict[str, list]:
@@ -269,7 +269,7 @@ def _translate_worker_failure(failures: dict[int, BaseException]) -> TrainflowEr
     for rank in sorted(failures):
         cause = getattr(failures[rank], "cause", None) or failures[rank]
         if isinstance(cause, TrainflowError):
-            return type(cause)(str(cause))
+            return cause  # as raised: its report, problems and transient flag travel with it
     rank = min(failures)
     cause = getattr(failures[rank], "cause", None) or failures[rank]
     return TrainingError(
@@ -320,7 +320,9 @@ class DistributedBoostingEstimator:
         from trainflow.cluster import cluster_nodes
 
         request = self.scaling_config or ScalingRequest()
-        placement = decide_placement(_as_request(request), cluster_nodes())
+        # A Placement is a decision already made (the pipeline's plan step): used as it is.
+        placement = request if isinstance(request, Placement) else decide_placement(_as_request(request),
+                                                                                    cluster_nodes())
         params, rounds = self._training_params()
         return placement, self._adapter.worker_params(params, placement), rounds
 

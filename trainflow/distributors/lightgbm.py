@@ -49,6 +49,7 @@ from trainflow.distributors.ingest import categorical_columns, read_shard
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.progress import format_metrics
 from trainflow.errors import ConfigError, DataError, ResourceError, TrainingError
+from trainflow.frameworks.lightgbm import LightGBMFramework
 from trainflow.waiting import TIMEOUT_ENV, task_timeout_s
 
 # LightGBM parameter aliases (https://lightgbm.readthedocs.io/en/latest/Parameters.html)
@@ -605,7 +606,7 @@ class LightGBMEstimator(DistributedBoostingEstimator):
     """
 
     _adapter = _LightGBMAdapter()
-    _default_objective = "regression"
+    _default_objective = LightGBMFramework.default_objective  # the plug-in holds the framework's defaults
 
     def __init__(self, n_estimators: int = 100, objective: str = "regression",
                  params: dict[str, Any] | None = None, scaling_config: LightGBMScalingConfig | None = None,

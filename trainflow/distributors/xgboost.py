@@ -21,6 +21,7 @@ from trainflow.distributors.boosting import (
 from trainflow.distributors.ingest import read_shard
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.progress import format_metrics
+from trainflow.frameworks.xgboost import MARGIN_LINK, XGBoostFramework
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,6 @@ class _XGBAdapter(BoostingAdapter):
 
     def score(self, booster: xgb.Booster, features: np.ndarray) -> np.ndarray:
         from trainflow.metrics import apply_link
-        from trainflow.spec import MARGIN_LINK
 
         link = MARGIN_LINK.get(json.loads(booster.save_config())["learner"]["objective"]["name"])
         if link is None:
@@ -204,7 +204,7 @@ class XGBEstimator(DistributedBoostingEstimator):
     """
 
     _adapter = _XGBAdapter()
-    _default_objective = "reg:squarederror"
+    _default_objective = XGBoostFramework.default_objective  # the plug-in holds the framework's defaults
 
     def __init__(self, n_estimators: int = 100, objective: str = "reg:squarederror",
                  params: dict[str, Any] | None = None, scaling_config: XGBScalingConfig | None = None,

@@ -1,4 +1,4 @@
-"""The pipeline's steps as plain library functions: load → shard → fit → evaluate → register.
+"""The pipeline's steps as plain library functions: load → plan → fit → evaluate → register.
 
 Prefect tasks in `tasks/` are thin wrappers over these, so every step also runs without Prefect.
 """

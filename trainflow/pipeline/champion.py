@@ -8,14 +8,13 @@ that keeps it from being scored (unknown framework, model that does not load, an
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from trainflow.distributors.boosting import BoostingAdapter, ModelToScore
+from trainflow import frameworks
+from trainflow.distributors.boosting import ModelToScore
+from trainflow.errors import ConfigError
 from trainflow.registry import ChampionRecord, champion_record, download_model, recorded_features
 
 
@@ -40,11 +39,12 @@ def find_champion(model_name: str, task: str) -> FoundChampion | None:
     if recorded_task and recorded_task != task:
         return FoundChampion(record.version, framework,
                              unscorable=f"it is a {recorded_task} model and this run trains a {task} model")
-    loader = _LOADERS.get(record.framework)
-    if loader is None:
+    try:
+        fw = frameworks.get(record.framework)
+    except ConfigError:
         return FoundChampion(record.version, framework,
                              unscorable=f"its run records framework {record.framework!r} (tag trainflow.framework); "
-                                        f"trainflow loads {', '.join(sorted(_LOADERS))}")
+                                        f"trainflow loads {', '.join(sorted(frameworks.names()))}")
     local = tempfile.mkdtemp(prefix="trainflow-champion-")
     try:
         folder = download_model(record.uri, local)
@@ -53,13 +53,13 @@ def find_champion(model_name: str, task: str) -> FoundChampion | None:
             return FoundChampion(record.version, framework,
                                  unscorable="its run records no feature list (tag trainflow.features) and its "
                                             "signature names no columns")
-        adapter, model = loader(folder)
+        model = fw.load_registered(folder)
     except Exception as exc:  # noqa: BLE001 - any failure to load is a reason, reported with the decision
         return FoundChampion(record.version, framework, unscorable=f"its model {record.uri} does not load: "
                              f"{type(exc).__name__}: {_first_line(exc)}")
     finally:
         shutil.rmtree(local, ignore_errors=True)
-    return FoundChampion(record.version, framework, ModelToScore(adapter, model, features, optional=True))
+    return FoundChampion(record.version, framework, ModelToScore(fw.scorer(), model, features, optional=True))
 
 
 def _features(record: ChampionRecord, folder: str, scratch: str) -> list[str]:
@@ -78,40 +78,3 @@ def _features(record: ChampionRecord, folder: str, scratch: str) -> list[str]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else "")[:300]
-
-
-# --------------------------------------------------------------------- one loader per framework
-def _xgboost(folder: str) -> tuple[BoostingAdapter, Any]:
-    import mlflow.xgboost
-
-    from trainflow.distributors.xgboost import XGBEstimator
-
-    booster = mlflow.xgboost.load_model(folder)
-    return XGBEstimator._adapter, getattr(booster, "get_booster", lambda: booster)()
-
-
-def _lightgbm(folder: str) -> tuple[BoostingAdapter, Any]:
-    import mlflow.lightgbm
-
-    from trainflow.distributors.lightgbm import LightGBMEstimator
-
-    booster = mlflow.lightgbm.load_model(folder)
-    return LightGBMEstimator._adapter, getattr(booster, "booster_", booster)
-
-
-def _pytorch(folder: str) -> tuple[BoostingAdapter, Any]:
-    import mlflow.pytorch
-
-    from trainflow.pipeline.torch_steps import ExportedModule, TorchModuleAdapter
-
-    module = mlflow.pytorch.load_model(folder)  # checks the archive and that it loads, here
-    exported = os.path.join(folder, "data", "model.pt2")
-    if os.path.exists(exported):  # a torch.export module does not pickle: ship the archive's bytes
-        with open(exported, "rb") as fh:
-            return TorchModuleAdapter(), ExportedModule(fh.read())
-    return TorchModuleAdapter(), module
-
-
-_LOADERS: dict[str, Callable[[str], tuple[BoostingAdapter, Any]]] = {
-    "xgboost": _xgboost, "lightgbm": _lightgbm, "pytorch": _pytorch,
-}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from trainflow.distributors.boosting import ModelToScore, score_models
 from trainflow.metrics import finalize
 from trainflow.pipeline.champion import find_champion
-from trainflow.pipeline.fit import FitOutcome
+from trainflow.frameworks import FitOutcome
 from trainflow.pipeline.load import LoadedData
 from trainflow.registry import ChampionScore
 from trainflow.spec import JobSpec
@@ -36,12 +36,7 @@ class Evaluation(Mapping[str, float]):
 
 def candidate_model(spec: JobSpec, outcome: FitOutcome) -> ModelToScore:
     """The freshly trained model, as the scorer runs it."""
-    if outcome.framework == "pytorch":
-        from trainflow.pipeline.torch_steps import TorchModuleAdapter
-
-        return ModelToScore(TorchModuleAdapter(), outcome.model, list(spec.features))
-    est = outcome.estimator
-    return ModelToScore(est._adapter, est.get_booster(), list(spec.features))
+    return ModelToScore(outcome.framework.scorer(), outcome.model, list(spec.features))
 
 
 def evaluate(spec: JobSpec, outcome: FitOutcome, data: LoadedData) -> Evaluation:

@@ -3,22 +3,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from trainflow.pipeline import shard
 from trainflow.pipeline.evaluate import evaluate
 from trainflow.pipeline.fit import fit
 from trainflow.pipeline.load import load
+from trainflow.pipeline.plan import plan
 from trainflow.pipeline.register import register
 from trainflow.registry import RegisteredModel
 from trainflow.spec import JobSpec, parse_spec
 
 
 def run(spec: JobSpec | dict, progress: Callable[[str], None] | None = None) -> RegisteredModel:
-    """load → shard → fit → evaluate → register, in this process; raises a TrainflowError on bad input."""
+    """load → plan → fit → evaluate → register, in this process; raises a TrainflowError on bad input."""
     spec = parse_spec(spec)
     data = load(spec)
     try:
-        plan = shard.plan(spec, data)
-        outcome = fit(spec, data, plan, progress=progress)
+        outcome = fit(spec, data, plan(spec, data), progress=progress)
         metrics = evaluate(spec, outcome, data)
         return register(spec, outcome, metrics, data)
     finally:

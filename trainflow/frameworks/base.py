@@ -1,0 +1,102 @@
+"""What a framework plug-in provides, and the values the pipeline passes between its steps.
+
+Generic code (the pipeline steps, the registry, the champion loader) receives a `Framework` as a
+value and calls these methods; it never asks which framework it holds. A plug-in imports its
+framework's libraries inside its methods, so listing the plug-ins costs nothing.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from trainflow.distributors.boosting import BoostingAdapter
+    from trainflow.distributors.placement import Placement
+    from trainflow.distributors.progress import ProgressChannel
+    from trainflow.pipeline.load import LoadedData
+    from trainflow.spec import JobSpec
+
+Task = Literal["regression", "binary", "multiclass"]
+
+
+@dataclass
+class FitOutcome:
+    """What the fit step hands to evaluate and register: the plug-in that trained, its own result
+    (a fitted estimator, a distributor's result), the placement it ran on, and the fit's wall time."""
+
+    framework: Framework
+    result: Any
+    seconds: float
+    placement: Placement | None = None
+    _model: Any = field(default=None, repr=False)
+
+    @property
+    def model(self) -> Any:
+        """The trained native model (a Booster, an nn.Module), fetched from the result once."""
+        if self._model is None:
+            self._model = self.framework.model(self)
+        return self._model
+
+
+class Framework:
+    """One training framework, as the pipeline and the registry see it (see trainflow/frameworks/)."""
+
+    name: str = ""
+    # objective -> the task its predictions serve; the spec accepts exactly these objectives
+    objectives: Mapping[str, Task] = {}
+    default_objective: str = ""
+    # rows MLflow needs in the input example (pytorch: 2, so the exported batch size stays dynamic)
+    min_example_rows: int = 1
+
+    def task(self, objective: str | None) -> Task:
+        return self.objectives[objective or self.default_objective]
+
+    # -------------------------------------------------------------- plan and fit
+    def placement(self, spec: JobSpec) -> Placement:
+        """Workers and per-worker resources for the spec's scaling on the current cluster: decided
+        once, in the plan step, and passed to fit."""
+        raise NotImplementedError
+
+    def fit(self, spec: JobSpec, data: LoadedData, placement: Placement,
+            progress: Callable[[str], None] | ProgressChannel | None) -> FitOutcome:
+        raise NotImplementedError
+
+    def model(self, outcome: FitOutcome) -> Any:
+        """The native model of a fit's result."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- scoring
+    def scorer(self) -> BoostingAdapter:
+        """How Ray scoring tasks run this framework's models (predict/score per batch)."""
+        raise NotImplementedError
+
+    def load_registered(self, folder: str) -> Any:
+        """A model logged by `log_model`, read from its downloaded MLflow folder, ready to score."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- registry
+    def log_model(self, model: Any, example: pd.DataFrame) -> Any:
+        """Log `model` in the framework's MLflow flavour (inside an active run) as `model`, with a
+        signature and the input example; returns MLflow's ModelInfo."""
+        raise NotImplementedError
+
+    def importance(self, model: Any) -> dict[str, float]:
+        """Feature -> importance (gain), or {} when the framework has none."""
+        return {}
+
+    def run_params(self, spec: JobSpec, outcome: FitOutcome) -> dict[str, Any]:
+        """The framework's own MLflow params of a run (the pipeline adds data and task params)."""
+        return {}
+
+    def run_tags(self, outcome: FitOutcome) -> dict[str, str]:
+        return {}
+
+    def eval_history(self, outcome: FitOutcome) -> dict[str, dict[str, list[float]]]:
+        """{split: {metric: [per round/epoch]}} as recorded during the fit."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"<framework {self.name}>"

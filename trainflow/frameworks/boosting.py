@@ -1,0 +1,80 @@
+"""What the gradient-boosting plug-ins (xgboost, lightgbm) share: a distributed estimator trains on
+the planned placement, its adapter scores, and the booster is logged in the framework's flavour."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trainflow.frameworks.base import FitOutcome, Framework
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from trainflow.distributors.boosting import BoostingAdapter, DistributedBoostingEstimator
+    from trainflow.distributors.placement import Placement
+    from trainflow.distributors.progress import ProgressChannel
+    from trainflow.pipeline.load import LoadedData
+    from trainflow.spec import JobSpec
+
+
+class BoostingFramework(Framework):
+    """A plug-in whose training is a `DistributedBoostingEstimator`."""
+
+    def estimator_cls(self) -> type[DistributedBoostingEstimator]:
+        raise NotImplementedError
+
+    def flavour(self) -> Any:
+        """The MLflow flavour module (mlflow.xgboost, mlflow.lightgbm)."""
+        raise NotImplementedError
+
+    def predict_frame(self, model: Any, x: pd.DataFrame) -> np.ndarray:
+        """Native predictions on a pandas frame, for the model signature's output."""
+        return np.asarray(model.predict(x))
+
+    def placement(self, spec: JobSpec) -> Placement:
+        from trainflow.cluster import cluster_nodes
+        from trainflow.distributors.placement import ScalingRequest, decide_placement
+
+        s = spec.trainer.scaling
+        return decide_placement(ScalingRequest(s.num_workers, s.num_cpu_per_worker, s.use_gpu), cluster_nodes())
+
+    def fit(self, spec: JobSpec, data: LoadedData, placement: Placement,
+            progress: Callable[[str], None] | ProgressChannel | None) -> FitOutcome:
+        from trainflow.secrets import resolve_env
+
+        t = spec.trainer
+        params = {k: resolve_env(v, f"trainer.params.{k}") for k, v in t.params.items()}
+        estimator = self.estimator_cls()(
+            n_estimators=t.n_estimators, objective=t.objective, params=params,
+            scaling_config=placement,  # the plan step's decision, used as it is
+            checkpoint_every=t.checkpoint_every, max_restarts=t.max_restarts,
+        )
+        start = time.perf_counter()
+        estimator.fit(data.train, list(spec.features), spec.label, eval_set=data.eval,
+                      verbose_eval=t.verbose_eval, progress=progress)
+        return FitOutcome(self, estimator, time.perf_counter() - start, estimator.placement_)
+
+    def model(self, outcome: FitOutcome) -> Any:
+        return outcome.result.get_booster()
+
+    def scorer(self) -> BoostingAdapter:
+        return self.estimator_cls()._adapter
+
+    def log_model(self, model: Any, example: pd.DataFrame) -> Any:
+        from trainflow.frameworks.mlflow_models import declared_signature, requirements
+
+        flavour = self.flavour()
+        signature = declared_signature(example, self.predict_frame(model, example))
+        return flavour.log_model(model, name="model", input_example=example, signature=signature,
+                                 pip_requirements=requirements(flavour))
+
+    def run_params(self, spec: JobSpec, outcome: FitOutcome) -> dict[str, Any]:
+        t, p = spec.trainer, outcome.placement
+        return {"n_estimators": t.n_estimators, **{f"params.{k}": v for k, v in t.params.items()},
+                "num_workers": p.num_workers, "cpus_per_worker": p.cpus_per_worker, "use_gpu": p.use_gpu}
+
+    def eval_history(self, outcome: FitOutcome) -> dict[str, dict[str, list[float]]]:
+        return outcome.result.get_eval_results()

@@ -1,0 +1,51 @@
+"""The lightgbm plug-in: objectives, LightGBMEstimator for fits, the mlflow.lightgbm flavour."""
+from __future__ import annotations
+
+from typing import Any
+
+from trainflow.frameworks import register
+from trainflow.frameworks.base import Task
+from trainflow.frameworks.boosting import BoostingFramework
+
+# Objectives with no probability (multiclassova's unnormalised scores, ranking, cross-entropy) are
+# left out: evaluate's metrics could not read their predictions, so the spec refuses them.
+OBJECTIVES: dict[str, Task] = {
+    "regression": "regression",
+    "regression_l1": "regression",
+    "huber": "regression",
+    "binary": "binary",
+    "multiclass": "multiclass",
+    "poisson": "regression",
+    "gamma": "regression",
+    "tweedie": "regression",
+}
+
+
+class LightGBMFramework(BoostingFramework):
+    name = "lightgbm"
+    objectives = OBJECTIVES
+    default_objective = "regression"
+
+    def estimator_cls(self):
+        from trainflow.distributors.lightgbm import LightGBMEstimator
+
+        return LightGBMEstimator
+
+    def flavour(self) -> Any:
+        import mlflow.lightgbm
+
+        return mlflow.lightgbm
+
+    def load_registered(self, folder: str) -> Any:
+        import mlflow.lightgbm
+
+        booster = mlflow.lightgbm.load_model(folder)
+        return getattr(booster, "booster_", booster)
+
+    def importance(self, model: Any) -> dict[str, float]:
+        booster = getattr(model, "booster_", model)
+        gains = booster.feature_importance(importance_type="gain")
+        return {n: float(g) for n, g in zip(booster.feature_name(), gains)}
+
+
+FRAMEWORK = register(LightGBMFramework())
