@@ -87,6 +87,13 @@ def test_the_library_never_imports_prefect():
     assert int(out.stdout.split()[0]) > 40  # it really walked the package
 
 
+def test_the_placement_policy_needs_no_cluster():
+    """Policy modules are pure: deciding a placement imports no Ray (tested without a cluster)."""
+    code = ("import sys, trainflow.distributors.placement, trainflow.distributors.torch_device\n"
+            "sys.exit(1 if 'ray' in sys.modules else 0)\n")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0
+
+
 def _imports_of(path: Path, package: str) -> set[str]:
     tree = ast.parse(path.read_text())
     out = set()

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import early_stopping_frame, fit_within, regression_frame
 from trainflow.data import DataConnector, connect
-from trainflow.distributors import boosting
+from trainflow.distributors import scoring
 from trainflow.distributors.lightgbm import LightGBMEstimator, LightGBMScalingConfig
 from trainflow.errors import ConfigError, DataError
 
@@ -93,7 +93,7 @@ def test_eval_history_is_global_and_progress_reaches_the_caller(two_worker_fit, 
 
 def test_predict_keeps_row_order_across_shards(two_worker_fit, holdout, monkeypatch):
     est, booster, _ = two_worker_fit
-    monkeypatch.setattr(boosting, "PREDICT_ROWS_PER_TASK", 300)  # several tasks even on small data
+    monkeypatch.setattr(scoring, "PREDICT_ROWS_PER_TASK", 300)  # several tasks even on small data
     shuffled = holdout.sample(frac=1.0, random_state=5).reset_index(drop=True)
     got = est.predict(DataConnector.from_dataframe(shuffled))
     want = booster.predict(shuffled[FEATURES].to_numpy(np.float32))

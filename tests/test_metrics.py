@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from trainflow.data import DataConnector
-from trainflow.distributors.boosting import score_connector
+from trainflow.distributors.scoring import score_connector
 from trainflow.errors import ConfigError
 from trainflow.metrics import finalize, partial_stats
 

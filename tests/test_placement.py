@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainflow.cluster import NodeResources
+from trainflow.distributors.placement import NodeResources
 from trainflow.distributors.placement import Placement, ScalingRequest, decide_placement
 from trainflow.distributors.torch_device import backend_for, device_for
 from trainflow.errors import ConfigError, ResourceError

@@ -16,7 +16,7 @@ import xgboost as xgb
 
 from tests.conftest import early_stopping_frame, fit_within, regression_frame
 from trainflow.data import DataConnector, connect
-from trainflow.distributors import boosting
+from trainflow.distributors import runner, scoring
 from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
 from trainflow.errors import ConfigError, DataError, DataSourceNotFound, NotFittedError, ResourceError
 
@@ -73,7 +73,7 @@ def test_eval_results_and_progress(two_worker_fit, holdout):
 
 def test_predict_keeps_row_order_across_shards(two_worker_fit, holdout, monkeypatch):
     est, booster, _ = two_worker_fit
-    monkeypatch.setattr(boosting, "PREDICT_ROWS_PER_TASK", 300)  # several tasks even on small data
+    monkeypatch.setattr(scoring, "PREDICT_ROWS_PER_TASK", 300)  # several tasks even on small data
     shuffled = holdout.sample(frac=1.0, random_state=5).reset_index(drop=True)
     got = est.predict(DataConnector.from_dataframe(shuffled))
     want = booster.predict(xgb.DMatrix(shuffled[FEATURES]))
@@ -228,7 +228,7 @@ def test_eval_set_smaller_than_the_worker_count(ray_cluster, holdout):
 def test_native_worker_errors_are_summarised():
     text = ("[05:50:01] /workspace/src/learner.cc:1523: Check failed: labels are not in [0, 1]\n"
             "Stack trace:\n  [bt] (0) /lib/libxgboost.so(+0x1) [0x1]\n  [bt] (1) /lib/libffi.so.8(ffi_call)")
-    assert boosting._summary(text) == "Check failed: labels are not in [0, 1]"
+    assert runner.summary_line(text) == "Check failed: labels are not in [0, 1]"
 
 
 @pytest.mark.parametrize(
@@ -254,7 +254,7 @@ GPU_PROBE = textwrap.dedent(
     import json, os, sys
     import ray, ray.train
     from trainflow.cluster import ensure_cluster
-    from trainflow.distributors.boosting import run_workers
+    from trainflow.distributors.runner import run_workers
     from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
 
     out = sys.argv[1]

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
+from trainflow.distributors.placement import NodeResources
 from trainflow.errors import ResourceError
 
 # Safe defaults before Ray is imported anywhere in this process: loopback only, no usage stats.
@@ -83,15 +83,6 @@ def _worker_logs() -> bool:
     Training progress and errors reach the caller through trainflow itself, so the default is quiet.
     """
     return os.environ.get("TRAINFLOW_WORKER_LOGS", "0").lower() in ("1", "true", "yes")
-
-
-@dataclass(frozen=True)
-class NodeResources:
-    """What one alive Ray node offers: the facts placement decisions are made from."""
-
-    node_id: str
-    cpus: float
-    gpus: float
 
 
 def cluster_nodes() -> list[NodeResources]:

@@ -40,8 +40,20 @@ class ConfigError(TrainflowError):
     """An argument or spec value is invalid; the message names the field and what is accepted."""
 
 
+class InvalidArgument(ConfigError, TypeError, ValueError):
+    """A function got an argument of the wrong type or value (also caught as TypeError/ValueError)."""
+
+
 class NotFittedError(TrainflowError, AttributeError):
     """A fitted-state accessor was called before `fit`."""
+
+
+class OutsideTrainingError(TrainflowError, RuntimeError):
+    """Called outside the distributed training function it belongs to (Snowflake raises RuntimeError)."""
+
+
+class BatchShapeError(DataError, RuntimeError):
+    """A DataLoader was asked to stack dataset batches of different sizes."""
 
 
 class TrainingError(TrainflowError):

@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from trainflow import frameworks
+from trainflow.defaults import DEFAULT_CHECKPOINT_EVERY, DEFAULT_DATABASE, DEFAULT_MAX_RESTARTS
 from trainflow.errors import ConfigError
 from trainflow.frameworks.base import Task
 from trainflow.secrets import MASK, is_secret_name, mask_text
@@ -54,7 +55,6 @@ __all__ = [
     "spec_from_yaml_text",
 ]
 
-DEFAULT_DATABASE = "data/warehouse.duckdb"
 
 Metric = Literal["rmse", "mae", "r2", "auc", "logloss", "accuracy", "f1", "mlogloss"]
 Dtype = Literal[
@@ -291,11 +291,11 @@ class TrainerSpec(_Model):
         default_factory=dict, description="pytorch only: hyper-parameters passed to train_func."
     )
     checkpoint_every: int | None = Field(
-        50, ge=1, description="xgboost/lightgbm: rounds between checkpoints a fit resumes from after "
+        DEFAULT_CHECKPOINT_EVERY, ge=1, description="xgboost/lightgbm: rounds between checkpoints a fit resumes from after "
         "losing a worker; null = only the final model (pytorch: train_func decides)."
     )
     max_restarts: int = Field(
-        3, ge=0, description="Restarts of the workers from the latest checkpoint after losing one; "
+        DEFAULT_MAX_RESTARTS, ge=0, description="Restarts of the workers from the latest checkpoint after losing one; "
         "then the run fails."
     )
 

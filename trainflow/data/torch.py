@@ -33,7 +33,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate_fn_map
 
 from trainflow.data.sources import ArrowSource
-from trainflow.errors import ConfigError, DataError
+from trainflow.errors import BatchShapeError, ConfigError, DataError
 
 SHUFFLE_WINDOW_ROWS = 65_536
 ROW_MODE_CHUNK = 4096  # rows converted at once when yielding single rows
@@ -65,7 +65,7 @@ def _collate_torch_batches(batch: list[TorchBatch], *, collate_fn_map=None) -> d
             values = [v.reshape(-1) for v in values]
         sizes = {tuple(v.shape) for v in values}
         if len(sizes) > 1:
-            raise RuntimeError(
+            raise BatchShapeError(
                 f"DataLoader cannot stack dataset batches of different sizes {sorted(sizes)} for column "
                 f"{key!r}: use drop_last_batch=True, or DataLoader(ds, batch_size=None) to take the "
                 "dataset's batches as they are."

@@ -7,8 +7,8 @@ import pandas as pd
 import pyarrow as pa
 
 from trainflow.data.sql import SqlSource, normalise_database
+from trainflow.defaults import DEFAULT_DATABASE
 
-DEFAULT_DATABASE = "data/warehouse.duckdb"
 
 
 @dataclass(frozen=True)

@@ -35,16 +35,9 @@ import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
 
-from trainflow.distributors.boosting import (
-    DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_MAX_RESTARTS,
-    BoostingAdapter,
-    DistributedBoostingEstimator,
-    WorkerJob,
-    WorkerResult,
-    join_history,
-    maybe_checkpoint,
-)
+from trainflow.defaults import DEFAULT_CHECKPOINT_EVERY, DEFAULT_MAX_RESTARTS
+from trainflow.distributors.boosting import BoostingAdapter, DistributedBoostingEstimator, WorkerJob, WorkerResult
+from trainflow.distributors.checkpoint import ResumeState, join_history, maybe_checkpoint
 from trainflow.distributors.ingest import categorical_columns, read_shard
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.progress import format_metrics
@@ -434,7 +427,7 @@ class _LightGBMAdapter(BoostingAdapter):
             ray.kill(actor)
 
     # ---------------------------------------------------------------- worker side
-    def train(self, job: WorkerJob, rank: int, world_size: int) -> WorkerResult:
+    def train(self, job: WorkerJob, rank: int, world_size: int, resume: ResumeState | None) -> WorkerResult:
         params = dict(job.params)
         stopping = self.early_stopping(params)  # fit refused it without an eval set
         _pop_all(params, _EARLY_STOPPING)
@@ -461,7 +454,6 @@ class _LightGBMAdapter(BoostingAdapter):
             params.update(network, tree_learner=params.get("tree_learner", "data_parallel"), pre_partition=True)
             reference = self._shared_bins(job, params, chunks, counts, peers, rank, cat_names)
 
-        resume = job.resume
         # A resumed fit starts from the checkpoint's trees: lgb.train scores the rows with them while it
         # builds the Datasets, so these are built lazily there (an early construct() frees the rows).
         init_model = self.load(resume.model) if resume else None

@@ -7,8 +7,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from trainflow.cluster import NodeResources
 from trainflow.errors import ConfigError, ResourceError
+
+
+@dataclass(frozen=True)
+class NodeResources:
+    """What one alive Ray node offers: the facts placement decisions are made from."""
+
+    node_id: str
+    cpus: float
+    gpus: float
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainflow.defaults import DEFAULT_MAX_RESTARTS
 from trainflow.distributors.torch_context import (
     Resume,
     TrainingContext,
@@ -83,7 +84,6 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_DIR_NAME = "final"
 STATE_FILE = "state.pt"
 HISTORY_FILE = "metrics_history.json"
-DEFAULT_MAX_RESTARTS = 3
 
 __all__ = [
     "PyTorchDistributor",
@@ -373,7 +373,8 @@ class PyTorchDistributor:
         context.report() call on rank 0.
         """
         from trainflow.cluster import cluster_nodes, ensure_cluster
-        from trainflow.distributors.boosting import check_restarts, run_workers
+        from trainflow.distributors.checks import check_restarts
+        from trainflow.distributors.runner import run_workers
         from trainflow.distributors.progress import ProgressChannel
 
         _check_train_func(self.train_func)

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from trainflow.errors import InvalidArgument, OutsideTrainingError
+
 logger = logging.getLogger(__name__)
 
 
@@ -105,7 +107,7 @@ class TrainingContext:
         checkpoint of a lost run are dropped (the restarted run reports them again).
         """
         if not isinstance(metrics, Mapping):
-            raise TypeError(f"report() takes a dict of metric name → value, got {type(metrics).__name__}")
+            raise InvalidArgument(f"report() takes a dict of metric name → value, got {type(metrics).__name__}")
         clean = {str(k): _plain(v) for k, v in metrics.items()}
         with self._lock:
             self._metrics.update(clean)
@@ -113,7 +115,7 @@ class TrainingContext:
             history = [dict(h) for h in self._history]
         if checkpoint is not None:
             if self._checkpointer is None:
-                raise RuntimeError("report(checkpoint=...) needs a run started by PyTorchDistributor.run().")
+                raise OutsideTrainingError("report(checkpoint=...) needs a run started by PyTorchDistributor.run().")
             self._checkpointer(clean, checkpoint, history)
         if self._progress is not None and self._world_rank == 0:
             shown = "  ".join(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}" for k, v in clean.items())
@@ -151,7 +153,7 @@ def active(context: TrainingContext):
 def get_context() -> TrainingContext:
     """The running training function's context; RuntimeError anywhere else."""
     if _CURRENT is None:
-        raise RuntimeError(
+        raise OutsideTrainingError(
             "get_context() only works inside a training function run by PyTorchDistributor.run() "
             "(it describes that worker's rank, data and model folder)."
         )
@@ -174,7 +176,7 @@ def tolerate_user_process_group_init():
         for name, actual in (("rank", dist.get_rank()), ("world_size", dist.get_world_size())):
             wanted = bound.get(name, -1)
             if wanted not in (None, -1) and wanted != actual:
-                raise ValueError(
+                raise InvalidArgument(
                     f"init_process_group({name}={wanted}) disagrees with the process group trainflow "
                     f"already set up ({name}={actual}); leave {name} out, the group is ready."
                 )

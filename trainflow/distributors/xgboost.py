@@ -8,16 +8,9 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from trainflow.distributors.boosting import (
-    DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_MAX_RESTARTS,
-    BoostingAdapter,
-    DistributedBoostingEstimator,
-    WorkerJob,
-    WorkerResult,
-    join_history,
-    maybe_checkpoint,
-)
+from trainflow.defaults import DEFAULT_CHECKPOINT_EVERY, DEFAULT_MAX_RESTARTS
+from trainflow.distributors.boosting import BoostingAdapter, DistributedBoostingEstimator, WorkerJob, WorkerResult
+from trainflow.distributors.checkpoint import ResumeState, join_history, maybe_checkpoint
 from trainflow.distributors.ingest import read_shard
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.progress import format_metrics
@@ -143,7 +136,7 @@ class _XGBAdapter(BoostingAdapter):
             params["device"] = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES: each worker sees only its GPU
         return params
 
-    def train(self, job: WorkerJob, rank: int, world_size: int) -> WorkerResult:
+    def train(self, job: WorkerJob, rank: int, world_size: int, resume: ResumeState | None) -> WorkerResult:
         params = dict(job.params)
         early_stopping = params.pop("early_stopping_rounds", None)
         dtrain = xgb.QuantileDMatrix(
@@ -156,7 +149,6 @@ class _XGBAdapter(BoostingAdapter):
             chunks = read_shard(job.eval_shards[rank], job.input_cols, job.label_col, "the eval_set")
             deval = xgb.QuantileDMatrix(_ChunkIter(chunks, job.input_cols), ref=dtrain, nthread=job.cpus)
             evals.append((deval, "eval"))
-        resume = job.resume
         before = resume.history if resume else {}
         callbacks = [_Checkpoint(job, rank, before)]
         if job.progress is not None and rank == 0:

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 
 from trainflow import frameworks
-from trainflow.distributors.boosting import ModelToScore
+from trainflow.distributors.scoring import ModelToScore
 from trainflow.errors import ConfigError
 from trainflow.registry import ChampionRecord, champion_record, download_model, recorded_features
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from trainflow.distributors.boosting import ModelToScore, score_models
+from trainflow.distributors.scoring import ModelToScore, score_models
 from trainflow.metrics import finalize
 from trainflow.pipeline.champion import find_champion
 from trainflow.frameworks import FitOutcome
