@@ -1,31 +1,23 @@
-"""The declarative job spec: one validated object = one training job.
+"""The job spec's pydantic models: one validated JobSpec = one training job.
 
-The same pydantic model is read from YAML by the CLI and is the Prefect flow's only parameter, so every
-field carries a description (the UI form's help text), enum-like fields are `Literal` (dropdowns) and
-limits are `ge`/`le`/`gt`/`lt`. Validation errors are translated into one readable `SpecError` paragraph
-(`key.path: what is wrong (accepted: ...)`) because a user should fix the spec, not read pydantic output.
+The same model is read from YAML by the CLI and is the Prefect flow's only parameter, so every field
+carries a description (the UI form's help text), choices are enums (dropdowns; framework and objective
+choices come from the registered plug-ins) and limits are `ge`/`le`/`gt`/`lt`.
 """
 from __future__ import annotations
 
-import difflib
 from datetime import datetime
 import re
-import types
 import warnings
 import zoneinfo
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -33,28 +25,8 @@ from pydantic_core import PydanticCustomError
 
 from trainflow import frameworks
 from trainflow.defaults import DEFAULT_CHECKPOINT_EVERY, DEFAULT_DATABASE, DEFAULT_MAX_RESTARTS
-from trainflow.errors import ConfigError
 from trainflow.frameworks.base import Task
-from trainflow.secrets import MASK, is_secret_name, mask_text
-
-__all__ = [
-    "ColumnCheck",
-    "DataSpec",
-    "EvaluateSpec",
-    "InlineSchema",
-    "JobSpec",
-    "PromoteOn",
-    "RegisterSpec",
-    "ScalingSpec",
-    "ScheduleSpec",
-    "SourceSpec",
-    "SpecError",
-    "TrainerSpec",
-    "load_spec",
-    "parse_spec",
-    "spec_from_yaml_text",
-]
-
+from trainflow.spec.base import _NAME, _REF, _join, _Model, _problems
 
 Metric = Literal["rmse", "mae", "r2", "auc", "logloss", "accuracy", "f1", "mlogloss"]
 Dtype = Literal[
@@ -101,35 +73,6 @@ DEFAULT_METRICS: dict[str, list[str]] = {
     "multiclass": ["mlogloss", "accuracy"],
 }
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "logloss", "mlogloss"})
-
-_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # "package.module:attribute"
-_NAME = r"^[A-Za-z0-9_.-]+$"
-_PATTERN_HELP = {
-    _REF: 'must be "package.module:name" (an importable module and an attribute in it)',
-    _NAME: "may contain only letters, digits, '-', '_' and '.'",
-}
-
-
-class SpecError(ConfigError):
-    """The job spec is invalid; `problems` holds one `key.path: what is wrong` line per problem."""
-
-    def __init__(self, message: str, problems: Sequence[str] | None = None):
-        super().__init__(message)
-        self.problems = list(problems or [])
-
-
-def _problems(*items: tuple[str, str]) -> PydanticCustomError:
-    """A cross-field error carrying its own key paths (relative to the model that raises it)."""
-    summary = "; ".join(f"{p}: {m}" if p else m for p, m in items)
-    return PydanticCustomError("spec_problems", "{summary}", {"summary": summary, "problems": list(items)})
-
-
-def _join(values: Iterable[Any]) -> str:
-    return ", ".join(str(v) for v in values)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -499,230 +442,3 @@ class JobSpec(_Model):
     def task(self) -> Task:
         """regression | binary | multiclass, derived from the trainer's objective."""
         return self.trainer.task
-
-
-# -------------------------------------------------------------------------------- error messages
-def _members(annotation: Any) -> list[Any]:
-    """The concrete types an annotation may hold (Optional/Union/Annotated unwrapped)."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _members(get_args(annotation)[0])
-    if origin is Union or origin is types.UnionType:
-        out: list[Any] = []
-        for arg in get_args(annotation):
-            if arg is not type(None):
-                out.extend(_members(arg))
-        return out
-    return [annotation]
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    for member in _members(annotation):
-        if isinstance(member, type) and issubclass(member, BaseModel):
-            return member
-    return None
-
-
-def _field_keys(model: type[BaseModel]) -> list[str]:
-    return [f.alias or name for name, f in model.model_fields.items()]
-
-
-def _walk(loc: Sequence[Any]) -> tuple[list[str], type[BaseModel] | None]:
-    """Turn pydantic's loc into the user's key path; also return the model at the path's end."""
-    annotation: Any = JobSpec
-    path: list[str] = []
-    for part in loc:
-        if part in _UNION_TAGS and path == ["schema"]:
-            continue  # discriminated-union tag, not a key the user wrote
-        model = _model_in(annotation)
-        if model is not None:
-            fields = {(f.alias or n): f for n, f in model.model_fields.items()}
-            fields.update(model.model_fields)
-            field = fields.get(part)
-            annotation = field.annotation if field is not None else None
-            path.append((field.alias or str(part)) if field is not None else str(part))
-            continue
-        members = _members(annotation)
-        origin = get_origin(members[0]) if members else None
-        if origin is dict:
-            annotation = get_args(members[0])[1]
-            path.append(str(part))
-        elif origin is list:
-            annotation = get_args(members[0])[0]
-            path.append(f"[{part}]" if isinstance(part, int) else str(part))
-        else:
-            annotation = None
-            path.append(str(part))
-    return path, _model_in(annotation)
-
-
-def _dotted(path: Sequence[str]) -> str:
-    text = ""
-    for part in path:
-        text += part if part.startswith("[") or not text else f".{part}"
-    return text or "(top level)"
-
-
-def _short(value: Any) -> str:
-    text = MASK if value == MASK else mask_text(repr(value))
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _describe(error: dict[str, Any]) -> list[str]:
-    """One `key.path: what is wrong (accepted: ...)` line per pydantic error."""
-    kind, loc, ctx = error["type"], error["loc"], error.get("ctx") or {}
-    if kind == "spec_problems":
-        path, _ = _walk(loc)
-        return [_dotted(path + ([p] if p else [])) + f": {m}" for p, m in ctx["problems"]]
-    path, model = _walk(loc)
-    where = _dotted(path)
-    if is_secret_name(where):  # never echo a value whose key looks like a password or token
-        error = {**error, "input": MASK}
-    if kind == "extra_forbidden":
-        _, parent = _walk(loc[:-1])
-        accepted = _field_keys(parent) if parent is not None else []
-        key = str(loc[-1])
-        hint = difflib.get_close_matches(key, accepted, n=1)
-        did = f"did you mean {hint[0]!r}? " if hint else ""
-        return [f"{where}: unknown key ({did}accepted: {_join(accepted)})"]
-    if kind == "missing":
-        return [f"{where}: required but missing"]
-    if kind == "literal_error":
-        accepted = ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
-        return [f"{where}: {_short(error['input'])} is not accepted (accepted: {accepted})"]
-    if kind in ("model_type", "model_attributes_type", "dict_type") and model is not None:
-        return [f"{where}: must be a mapping with keys {_join(_field_keys(model))} (got {_short(error['input'])})"]
-    if kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_HELP:
-        return [f"{where}: {_PATTERN_HELP[ctx['pattern']]} (got {_short(error['input'])})"]
-    msg = error["msg"]
-    if msg.startswith("Value error, "):
-        return [f"{where}: {msg[len('Value error, '):]}"]
-    return [f"{where}: {msg[0].lower() + msg[1:]} (got {_short(error['input'])})"]
-
-
-def _spec_error(exc: ValidationError, source: str | None) -> SpecError:
-    problems: list[str] = []
-    for error in exc.errors():
-        for line in _describe(error):
-            if line not in problems:
-                problems.append(line)
-    where = f" in {source!r}" if source else ""
-    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-    fix = "Fix these keys in the spec" + (" file or the --set overrides." if source else ".")
-    return SpecError(f"Invalid job spec{where} ({count}): " + "; ".join(problems) + ". " + fix, problems)
-
-
-# ----------------------------------------------------------------------------------- entry points
-def parse_spec(data: Any, *, source: str | None = None) -> JobSpec:
-    """Validate a dict (parsed YAML or a Prefect parameter) into a JobSpec, or raise SpecError."""
-    if isinstance(data, JobSpec):
-        return data
-    if not isinstance(data, dict):
-        where = f" {source!r}" if source else ""
-        raise SpecError(
-            f"Invalid job spec{where}: the top level must be a mapping of keys "
-            f"({_join(_field_keys(JobSpec))}), got {type(data).__name__}. Fix the spec file."
-        )
-    try:
-        return JobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise _spec_error(exc, source) from None
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys, which plain YAML silently overwrites."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
-
-
-def _read_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        fix = (
-            "Keep only one of the duplicate keys."
-            if problem.startswith("duplicate key")
-            else "Fix the YAML syntax (indentation, quotes, colons) there."
-        )
-        raise SpecError(
-            f"Spec file {source!r} is not valid YAML at{line or ' an unknown position'}: {problem}. {fix}"
-        ) from None
-
-
-def _apply_override(data: dict[str, Any], override: str, source: str) -> None:
-    """Apply one `dotted.key=value` override in place; the value is parsed as YAML."""
-    key, sep, raw = override.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not p for p in key.split(".")):
-        raise SpecError(
-            f"Invalid override {override!r}: expected dotted.key=value "
-            "(e.g. trainer.n_estimators=200). Fix the --set argument."
-        )
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise SpecError(
-            f"Invalid override {override!r}: the value is not valid YAML ({exc}). Quote it or fix it."
-        ) from None
-    parts = key.split(".")
-    node: Any = data
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            at = ".".join(parts[: i + 1])
-            raise SpecError(
-                f"Invalid override {override!r}: {at} in {source!r} is a {type(child).__name__}, "
-                f"not a mapping, so {key} cannot be set. Override {at} as a whole instead."
-            )
-        node = child
-    node[parts[-1]] = value
-
-
-def spec_from_yaml_text(
-    text: str, overrides: Sequence[str] = (), *, source: str = "<text>"
-) -> JobSpec:
-    """Parse YAML text, apply overrides, validate: the whole of `load_spec` minus the file."""
-    data = _read_yaml(text, source)
-    if data is None:
-        data = {}
-        if not overrides:
-            raise SpecError(f"Spec {source!r} is empty. Write a job spec there (see ARCHITECTURE.md).")
-    if overrides and not isinstance(data, dict):
-        return parse_spec(data, source=source)  # reports the non-mapping top level
-    for override in overrides:
-        _apply_override(data, override, source)
-    return parse_spec(data, source=source)
-
-
-def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> JobSpec:
-    """Read a YAML spec file, apply `dotted.key=value` overrides, and validate it."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"Spec file {str(p)!r} does not exist. Check the path.") from None
-    except IsADirectoryError:
-        raise SpecError(f"Spec path {str(p)!r} is a folder, not a YAML file. Name the file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"Spec file {str(p)!r} cannot be read: {exc}.") from None
-    return spec_from_yaml_text(text, overrides, source=str(p))

@@ -1,0 +1,38 @@
+"""The declarative job spec: one validated object = one training job.
+
+`models` holds the pydantic models, `messages` turns validation errors into one readable SpecError,
+`loading` reads dicts, YAML text and files (with `--set` overrides).
+"""
+from trainflow.spec.base import SpecError
+from trainflow.spec.loading import load_spec, parse_spec, spec_from_yaml_text
+from trainflow.spec.models import (
+    ColumnCheck,
+    DataSpec,
+    EvaluateSpec,
+    InlineSchema,
+    JobSpec,
+    PromoteOn,
+    RegisterSpec,
+    ScalingSpec,
+    ScheduleSpec,
+    SourceSpec,
+    TrainerSpec,
+)
+
+__all__ = [
+    "ColumnCheck",
+    "DataSpec",
+    "EvaluateSpec",
+    "InlineSchema",
+    "JobSpec",
+    "PromoteOn",
+    "RegisterSpec",
+    "ScalingSpec",
+    "ScheduleSpec",
+    "SourceSpec",
+    "SpecError",
+    "TrainerSpec",
+    "load_spec",
+    "parse_spec",
+    "spec_from_yaml_text",
+]
