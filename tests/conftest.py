@@ -43,6 +43,22 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="session")
+def two_worker_fits(ray_cluster):
+    """`two_worker_fits(case)`: the case's 2-worker fit (tests/boosting_cases.py), made once a session
+    and shared by the contract suite and the framework's own tests."""
+    from tests.boosting_cases import two_worker_fit
+
+    done: dict = {}
+
+    def get(case):
+        if case.name not in done:
+            done[case.name] = two_worker_fit(case)
+        return done[case.name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def warehouse(tmp_path_factory):
     """The demo warehouse (smaller tables) in a tmp dir."""
     from trainflow.data.demo import build_warehouse

@@ -3,6 +3,7 @@ among the pipeline steps, and a new framework is one plug-in plus its registrati
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -198,6 +199,43 @@ def test_a_new_framework_is_one_plugin_and_its_registration(tmp_path, monkeypatc
         assert list(found.model.adapter.predict(found.model.model, example.to_numpy())) == [2.5, 2.5, 2.5]
     finally:
         frameworks._REGISTERED.pop("mean", None)
+
+
+PLUGIN_PACKAGE = """
+from trainflow.frameworks import Framework
+
+
+class ConstantFramework(Framework):
+    name = "constant"
+    objectives = {"regression": "regression", "binary": "binary"}
+    default_objective = "binary"
+
+
+FRAMEWORK = ConstantFramework()
+"""
+
+
+def test_a_plugin_package_is_found_by_its_entry_point(tmp_path):
+    """A separately installed package declares its plug-in in the `trainflow.frameworks` entry-point
+    group: every process that reads a spec (driver, Ray worker, served deployment) then knows it."""
+    (tmp_path / "constant_plugin.py").write_text(PLUGIN_PACKAGE)
+    info = tmp_path / "constant_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: constant-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[trainflow.frameworks]\nconstant = constant_plugin:FRAMEWORK\n")
+    code = (
+        "from trainflow import frameworks\n"
+        "from trainflow.spec import parse_spec\n"
+        "spec = parse_spec({'name': 'job', 'data': {'train': {'parquet': 't.parquet'}}, 'features': ['a'],"
+        " 'label': 'y', 'register': {'model_name': 'm'}, 'trainer': {'framework': 'constant'}})\n"
+        "print(frameworks.names(), spec.trainer.objective, spec.task, type(frameworks.get('constant')).__name__)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split(") ")[1].split() == ["binary", "binary", "ConstantFramework"]
+    assert "'constant'" in out.stdout.split(") ")[0]
 
 
 def test_a_plugin_without_objectives_is_refused():

@@ -8,70 +8,40 @@ import subprocess
 import sys
 import textwrap
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tests.conftest import early_stopping_frame, fit_within, regression_frame
-from trainflow.data import DataConnector, connect
-from trainflow.distributors import scoring
+from tests.boosting_cases import CASES, ROUNDS
+from trainflow.data import DataConnector
 from trainflow.distributors.lightgbm import LightGBMEstimator, LightGBMScalingConfig
 from trainflow.errors import ConfigError, DataError
 
 FEATURES = ["f0", "f1", "f2", "f3", "noise"]
-PARAMS = {"num_leaves": 15, "learning_rate": 0.2, "verbosity": -1}
-ROUNDS = 40
 
 
 def _rmse(a, b) -> float:
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
 
-def _frame(rows: int, seed: int) -> pd.DataFrame:
-    df = regression_frame(rows, seed=seed)
-    df.insert(4, "noise", np.random.default_rng(seed + 100).uniform(-2, 2, rows))
-    return df
-
-
-def _plain(frame: pd.DataFrame, rounds: int = ROUNDS) -> lgb.Booster:
-    """Single-process LightGBM on all rows: the quality a distributed fit must reach."""
-    return lgb.train(PARAMS, lgb.Dataset(frame[FEATURES].to_numpy(np.float32), frame["y"].to_numpy()), rounds)
-
-
 @pytest.fixture(scope="module")
 def sorted_train():
     # sorted by f0: worker 0 holds only f0 < 0, worker 1 only f0 > 0. A fit that kept one worker's
     # rows, or that took f0's bin boundaries from one worker's rows, fails badly on the other half.
-    return _frame(4000, seed=1).sort_values("f0", ignore_index=True)
+    return CASES["lightgbm"]().train()
 
 
 @pytest.fixture(scope="module")
 def holdout():
-    return _frame(1500, seed=2)
+    return CASES["lightgbm"]().holdout()
 
 
 @pytest.fixture(scope="module")
-def two_worker_fit(ray_cluster, sorted_train, holdout):
-    est = LightGBMEstimator(n_estimators=ROUNDS, params=PARAMS,
-                            scaling_config=LightGBMScalingConfig(num_workers=2))
-    lines: list[str] = []
-    booster = est.fit(DataConnector.from_dataframe(sorted_train), FEATURES, "y",
-                      eval_set=DataConnector.from_dataframe(holdout), verbose_eval=10, progress=lines.append)
-    return est, booster, lines
-
-
-def test_two_workers_match_single_process_quality(two_worker_fit, sorted_train, holdout):
-    est, booster, _ = two_worker_fit
-    assert (est.placement_.num_workers, est.placement_.cpus_per_worker) == (2, 1)
-    assert isinstance(booster, lgb.Booster) and booster.num_trees() == ROUNDS
-    plain_rmse = _rmse(_plain(sorted_train).predict(holdout[FEATURES].to_numpy(np.float32)), holdout["y"])
-    dist_rmse = _rmse(est.predict(holdout), holdout["y"])
-    assert dist_rmse <= plain_rmse * 1.03, (dist_rmse, plain_rmse)
-    # the check has teeth: what rank 0 alone would learn (its half of the sorted rows) is far worse
-    half = _plain(sorted_train.iloc[: len(sorted_train) // 2])
-    assert _rmse(half.predict(holdout[FEATURES].to_numpy(np.float32)), holdout["y"]) > plain_rmse * 2
+def two_worker_fit(two_worker_fits):
+    """The contract suite's 2-worker fit of sorted_train (eval on holdout, progress every 10 rounds)."""
+    fit = two_worker_fits(CASES["lightgbm"]())
+    return fit.estimator, fit.booster, fit.lines
 
 
 def test_eval_history_is_global_and_progress_reaches_the_caller(two_worker_fit, sorted_train, holdout):
@@ -91,34 +61,12 @@ def test_eval_history_is_global_and_progress_reaches_the_caller(two_worker_fit, 
                          f"eval-rmse: {results['eval']['rmse'][-1]:.6g}")
 
 
-def test_predict_keeps_row_order_across_shards(two_worker_fit, holdout, monkeypatch):
-    est, booster, _ = two_worker_fit
-    monkeypatch.setattr(scoring, "PREDICT_ROWS_PER_TASK", 300)  # several tasks even on small data
-    shuffled = holdout.sample(frac=1.0, random_state=5).reset_index(drop=True)
-    got = est.predict(DataConnector.from_dataframe(shuffled))
-    want = booster.predict(shuffled[FEATURES].to_numpy(np.float32))
-    assert got.shape == (len(shuffled),)
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-
-
 def test_gain_importance_ranks_informative_features_above_noise(two_worker_fit):
     _, booster, _ = two_worker_fit
     gain = dict(zip(booster.feature_name(), booster.feature_importance(importance_type="gain"), strict=True))
     assert list(gain) == FEATURES
     assert all(gain[f] > 0 for f in ("f0", "f1", "f2", "f3"))
     assert min(gain["f0"], gain["f1"]) > 20 * gain["noise"]
-
-
-def test_default_scaling_is_one_worker_with_every_cpu(ray_cluster, warehouse):
-    session = connect(str(warehouse))
-    est = LightGBMEstimator(n_estimators=5, params={"num_leaves": 7})
-    booster = est.fit(DataConnector.from_dataframe(session.table("TRAINING_DATA")),
-                      ["age", "income", "credit_score"], "default_risk")
-    assert (est.placement_.num_workers, est.placement_.cpus_per_worker, est.placement_.use_gpu) == (1, 2, False)
-    assert booster.num_trees() == 5
-    results = est.get_eval_results()
-    assert list(results) == ["train"] and list(results["train"]) == ["rmse"]
-    assert len(results["train"]["rmse"]) == 5
 
 
 def test_params_win_over_constructor_arguments(ray_cluster, holdout):
@@ -146,34 +94,6 @@ def test_early_stopping_keeps_the_best_iteration(ray_cluster, sorted_train, hold
     assert len(history) == best + 3
     assert booster.num_trees() == best  # the returned model predicts at the best iteration
     assert _rmse(est.predict(holdout), holdout["y"]) == pytest.approx(history[best - 1], rel=1e-4)
-
-
-def _user_early_stopping_fit(workers: int, train, holdout):
-    est = LightGBMEstimator(n_estimators=300, params={"num_leaves": 63, "learning_rate": 0.5, "min_data_in_leaf": 2},
-                            callbacks=[lgb.early_stopping(5, verbose=False)],
-                            scaling_config=LightGBMScalingConfig(num_workers=workers))
-    return est, fit_within(240, est.fit, train, ["f0", "f1", "f2", "f3"], "y", eval_set=holdout)
-
-
-def test_a_user_early_stopping_callback_stops_every_worker_at_the_same_round(ray_cluster):
-    """lgb.early_stopping runs on rank 0 only; its EarlyStopException reaches rank 1 through the
-    rendezvous each round (rank 1 used to wait in LightGBM's network forever)."""
-    train, holdout = early_stopping_frame(3000, seed=21), early_stopping_frame(1000, seed=22)
-    one, one_booster = _user_early_stopping_fit(1, train, holdout)
-    two, two_booster = _user_early_stopping_fit(2, train, holdout)
-    rounds = len(one.get_eval_results()["eval"]["rmse"])
-    assert 6 < rounds < 300  # it did stop early
-    assert len(two.get_eval_results()["eval"]["rmse"]) == rounds
-    assert two.best_iteration_ == one.best_iteration_ == rounds - 5
-    assert two_booster.num_trees() == one_booster.num_trees() == rounds - 5  # the model at the best round
-
-
-def test_early_stopping_without_an_eval_set_is_refused(ray_cluster, holdout):
-    with pytest.raises(ConfigError, match=r"params\['early_stopping_round'\]=4 turns on early stopping.*"
-                                          r"no eval_set.*remove 'early_stopping_round'"):
-        LightGBMEstimator(n_estimators=5, params={"early_stopping_round": 4}).fit(holdout, FEATURES, "y")
-    # LightGBM's own "off" values stay accepted
-    LightGBMEstimator(n_estimators=2, params={"early_stopping_round": 0}).fit(holdout, FEATURES, "y")
 
 
 def _categorical_frame(rows: int, seed: int) -> pd.DataFrame:
@@ -210,6 +130,13 @@ def test_string_and_dictionary_columns_train_as_categoricals(ray_cluster):
 
     with pytest.raises(DataError, match="categorical"):
         est.predict(pd.DataFrame({"city": [1.0], "x": [0.0]}))
+
+
+def test_lightgbms_own_off_values_for_early_stopping_are_accepted(ray_cluster, holdout):
+    """early_stopping_round <= 0 turns it off in LightGBM: not refused for a missing eval set
+    (the refusal itself is in the contract suite)."""
+    booster = LightGBMEstimator(n_estimators=2, params={"early_stopping_round": 0}).fit(holdout, FEATURES, "y")
+    assert booster.num_trees() == 2
 
 
 def test_tiny_eval_set_with_more_workers_than_rows(ray_cluster, holdout):

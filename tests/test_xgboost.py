@@ -10,15 +10,14 @@ import textwrap
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 import xgboost as xgb
 
-from tests.conftest import early_stopping_frame, fit_within, regression_frame
+from tests.conftest import regression_frame
 from trainflow.data import DataConnector, connect
-from trainflow.distributors import runner, scoring
+from trainflow.distributors import runner
 from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
-from trainflow.errors import ConfigError, DataError, DataSourceNotFound, NotFittedError, ResourceError
+from trainflow.errors import ConfigError, DataError, DataSourceNotFound, ResourceError
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 PARAMS = {"objective": "reg:squarederror", "max_depth": 5, "learning_rate": 0.2}
@@ -38,58 +37,6 @@ def sorted_train():
 @pytest.fixture(scope="module")
 def holdout():
     return regression_frame(2000, seed=2)
-
-
-@pytest.fixture(scope="module")
-def two_worker_fit(ray_cluster, sorted_train, holdout):
-    est = XGBEstimator(n_estimators=40, params=PARAMS, scaling_config=XGBScalingConfig(num_workers=2))
-    lines: list[str] = []
-    booster = est.fit(DataConnector.from_dataframe(sorted_train), FEATURES, "y",
-                      eval_set=DataConnector.from_dataframe(holdout), verbose_eval=10, progress=lines.append)
-    return est, booster, lines
-
-
-def test_two_workers_match_single_process_quality(two_worker_fit, sorted_train, holdout):
-    est, booster, _ = two_worker_fit
-    assert est.placement_.num_workers == 2 and est.placement_.cpus_per_worker == 1
-    assert isinstance(booster, xgb.Booster) and booster.num_boosted_rounds() == 40
-    plain = xgb.train(PARAMS, xgb.DMatrix(sorted_train[FEATURES], label=sorted_train["y"]), 40)
-    plain_rmse = _rmse(plain.predict(xgb.DMatrix(holdout[FEATURES])), holdout["y"])
-    dist_rmse = _rmse(est.predict(holdout), holdout["y"])
-    assert dist_rmse <= plain_rmse * 1.05, (dist_rmse, plain_rmse)
-
-
-def test_eval_results_and_progress(two_worker_fit, holdout):
-    est, booster, lines = two_worker_fit
-    results = est.get_eval_results()
-    assert set(results) == {"train", "eval"}
-    assert len(results["eval"]["rmse"]) == 40 and len(results["train"]["rmse"]) == 40
-    assert results["eval"]["rmse"][-1] < results["eval"]["rmse"][0]
-    rounds = [int(line.split("]")[0].lstrip("[")) for line in lines]
-    assert rounds == [1, 10, 20, 30, 40]
-    assert "train-rmse" in lines[-1] and "eval-rmse" in lines[-1]
-    assert f"{results['eval']['rmse'][-1]:.6g}" in lines[-1]
-
-
-def test_predict_keeps_row_order_across_shards(two_worker_fit, holdout, monkeypatch):
-    est, booster, _ = two_worker_fit
-    monkeypatch.setattr(scoring, "PREDICT_ROWS_PER_TASK", 300)  # several tasks even on small data
-    shuffled = holdout.sample(frac=1.0, random_state=5).reset_index(drop=True)
-    got = est.predict(DataConnector.from_dataframe(shuffled))
-    want = booster.predict(xgb.DMatrix(shuffled[FEATURES]))
-    assert got.shape == (len(shuffled),)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def test_default_scaling_is_one_worker_with_every_cpu(ray_cluster, warehouse):
-    session = connect(str(warehouse))
-    est = XGBEstimator(params={"objective": "reg:squarederror", "max_depth": 3}, n_estimators=5)
-    booster = est.fit(DataConnector.from_dataframe(session.table("TRAINING_DATA")),
-                      ["age", "income", "credit_score"], "default_risk")
-    assert (est.placement_.num_workers, est.placement_.cpus_per_worker, est.placement_.use_gpu) == (1, 2, False)
-    assert booster.num_boosted_rounds() == 5
-    assert est.get_eval_results() == {"train": {"rmse": pytest.approx(est.get_eval_results()["train"]["rmse"])}}
-    assert len(est.get_eval_results()["train"]["rmse"]) == 5
 
 
 def test_params_win_over_constructor_arguments(ray_cluster, holdout):
@@ -124,34 +71,6 @@ def test_user_callbacks_run_on_rank_zero_only(ray_cluster, holdout, tmp_path):
     assert [int(c[1]) for c in calls] == list(range(6))
 
 
-def _user_early_stopping_fit(workers: int, train, holdout):
-    est = XGBEstimator(n_estimators=200, params={"max_depth": 6, "learning_rate": 0.5},
-                       callbacks=[xgb.callback.EarlyStopping(rounds=5)],
-                       scaling_config=XGBScalingConfig(num_workers=workers))
-    return est, fit_within(240, est.fit, train, FEATURES, "y", eval_set=holdout)
-
-
-def test_a_user_early_stopping_callback_stops_every_worker_at_the_same_round(ray_cluster):
-    """The callback runs on rank 0 only; its decision reaches rank 1 each round (it used to wait in
-    the next allreduce forever), so 2 workers stop where 1 worker stops."""
-    train, holdout = early_stopping_frame(3000, seed=21), early_stopping_frame(1000, seed=22)
-    one, one_booster = _user_early_stopping_fit(1, train, holdout)
-    two, two_booster = _user_early_stopping_fit(2, train, holdout)
-    rounds = one_booster.num_boosted_rounds()
-    assert 6 < rounds < 200  # it did stop early
-    assert two_booster.num_boosted_rounds() == rounds
-    assert two.best_iteration_ == one.best_iteration_ == rounds - 6  # best, then 5 rounds without gain
-    assert len(two.get_eval_results()["eval"]["rmse"]) == rounds
-
-
-def test_early_stopping_without_an_eval_set_is_refused(ray_cluster, holdout):
-    start = time.perf_counter()
-    with pytest.raises(ConfigError, match=r"params\['early_stopping_rounds'\]=3 turns on early stopping.*"
-                                          r"no eval_set.*data\.eval_fraction"):
-        XGBEstimator(n_estimators=5, params={"early_stopping_rounds": 3}).fit(holdout, FEATURES, "y")
-    assert time.perf_counter() - start < 10  # before any worker starts
-
-
 def test_early_stopping_keeps_best_iteration(ray_cluster, sorted_train, holdout):
     est = XGBEstimator(n_estimators=500, params={"max_depth": 6, "learning_rate": 0.8,
                                                   "early_stopping_rounds": 3})
@@ -161,14 +80,6 @@ def test_early_stopping_keeps_best_iteration(ray_cluster, sorted_train, holdout)
 
 
 # ------------------------------------------------------------------------------------ errors
-def test_get_booster_before_fit():
-    est = XGBEstimator()
-    with pytest.raises(NotFittedError, match="call fit"):
-        est.get_booster()
-    with pytest.raises(NotFittedError):
-        est.predict(pd.DataFrame({"a": [1]}))
-
-
 @pytest.mark.parametrize(
     "make, cols, label, error, match",
     [

@@ -56,8 +56,8 @@ class BatchShapeError(DataError, RuntimeError):
     """A DataLoader was asked to stack dataset batches of different sizes."""
 
 
-class TrainingError(TrainflowError):
-    """Training started but failed inside the workers."""
+class TrainingError(TrainflowError, RuntimeError):
+    """Training started but failed inside the workers (a RuntimeError, as Snowflake's failed runs are)."""
 
 
 class RegistryError(TrainflowError):

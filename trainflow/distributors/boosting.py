@@ -55,8 +55,8 @@ class WorkerJob:
     callbacks: list[Any] = field(default_factory=list)
     # categorical feature -> its categories (code = position); only for adapters that support them
     categories: dict[str, list] = field(default_factory=dict)
-    # adapter-specific driver-side helpers (e.g. actor handles) set in BoostingAdapter.begin_fit
-    extras: dict[str, Any] = field(default_factory=dict)
+    # what the adapter's begin_fit made for its workers (e.g. LightGBM's exchange actor), its own type
+    helpers: Any = None
     checkpoint_every: int | None = None  # rounds between checkpoints (None: only the final model)
 
 
@@ -91,11 +91,12 @@ class BoostingAdapter:
         raise NotImplementedError
 
     # Optional hooks; the defaults do nothing, so an adapter only overrides what it needs.
-    def begin_fit(self, job: WorkerJob, placement: Placement) -> None:
-        """Driver side, after planning and before any worker starts: probe devices, start helpers
-        (stored in `job.extras`); raising here refuses the fit before training."""
+    def begin_fit(self, job: WorkerJob, placement: Placement) -> Any:
+        """Driver side, after planning and before any worker starts: probe devices, start helpers;
+        what it returns reaches the workers as `job.helpers`. Raising here refuses the fit."""
+        return None
 
-    def end_fit(self, job: WorkerJob) -> None:
+    def end_fit(self, helpers: Any) -> None:
         """Driver side, after the workers are done (also on failure): release what begin_fit made."""
 
     def resumable(self, params: dict[str, Any]) -> bool:
@@ -252,12 +253,12 @@ class DistributedBoostingEstimator:
                 job.progress = own_channel = ProgressChannel()
                 drain = own_channel.drain_to(progress or (lambda line: print(line, flush=True)))
         try:
-            self._adapter.begin_fit(job, placement)
+            job.helpers = self._adapter.begin_fit(job, placement)
             try:
                 result, run_dir = run_workers(_worker_loop, job, placement, self._adapter.trainer_cls(),
                                               self._adapter.name, max_restarts=restarts)
             finally:
-                self._adapter.end_fit(job)
+                self._adapter.end_fit(job.helpers)
         finally:
             if drain is not None:
                 drain.stop()

@@ -158,6 +158,14 @@ def _rendezvous_cls():
     return _Rendezvous
 
 
+@dataclass(frozen=True)
+class _Exchange:
+    """A multi-worker fit's rendezvous actor and how long a worker waits at one of its exchanges."""
+
+    actor: Any
+    timeout_s: float
+
+
 def _stale(generation: int, current: int, key: str) -> TrainingError:
     return _lost_group(
         f"LightGBM's {key!r} exchange of worker group generation {generation} was abandoned: a restarted "
@@ -406,7 +414,7 @@ class _LightGBMAdapter(BoostingAdapter):
         return params
 
     # ---------------------------------------------------------------- driver-side hooks
-    def begin_fit(self, job: WorkerJob, placement: Placement) -> None:
+    def begin_fit(self, job: WorkerJob, placement: Placement) -> _Exchange | None:
         if placement.use_gpu:
             _check_gpu_support(str(_first(job.params, _DEVICE) or "gpu"))
         if placement.num_workers > 1:
@@ -415,16 +423,15 @@ class _LightGBMAdapter(BoostingAdapter):
 
             # On the driver's node when it can be: losing a worker node must not take the exchange along.
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-            job.extras["rendezvous"] = _rendezvous_cls().options(scheduling_strategy=here).remote(
-                placement.num_workers)
-            job.extras["rendezvous_timeout_s"] = task_timeout_s()  # decided here, the same on every worker
+            actor = _rendezvous_cls().options(scheduling_strategy=here).remote(placement.num_workers)
+            return _Exchange(actor, task_timeout_s())  # the timeout decided here, the same on every worker
+        return None
 
-    def end_fit(self, job: WorkerJob) -> None:
-        actor = job.extras.pop("rendezvous", None)
-        if actor is not None:
+    def end_fit(self, helpers: _Exchange | None) -> None:
+        if helpers is not None:
             import ray
 
-            ray.kill(actor)
+            ray.kill(helpers.actor)
 
     # ---------------------------------------------------------------- worker side
     def train(self, job: WorkerJob, rank: int, world_size: int, resume: ResumeState | None) -> WorkerResult:
@@ -443,7 +450,7 @@ class _LightGBMAdapter(BoostingAdapter):
 
         reference, peers = None, None
         if world_size > 1:
-            peers = _Peers.join(job.extras["rendezvous"], rank, job.extras["rendezvous_timeout_s"])
+            peers = _Peers.join(job.helpers.actor, rank, job.helpers.timeout_s)
             counts = peers.allgather("rows", rows["train"])
             if min(counts) == 0:
                 raise DataError(

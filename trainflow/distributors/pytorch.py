@@ -401,10 +401,12 @@ class PyTorchDistributor:
             else:
                 job.progress = own = ProgressChannel()
                 drain = own.drain_to(progress)
-        trainer = functools.partial(_make_trainer, name=request_id, storage=checkpoints,
-                                    backend=backend_for(scaling.resources.num_gpus))
+        trainer = functools.partial(_make_trainer, backend=backend_for(scaling.resources.num_gpus))
         try:
-            result, _ = run_workers(_worker_loop, job, scaling, trainer, "pytorch", max_restarts=restarts)
+            # named after the request id, so a rerun under the same name could resume it
+            result, _ = run_workers(_worker_loop, job, scaling, trainer, "pytorch", max_restarts=restarts,
+                                    run_name=request_id, storage_path=checkpoints.path,
+                                    storage_filesystem=checkpoints.fs)
         finally:
             if drain is not None:
                 drain.stop()
@@ -423,21 +425,13 @@ class PyTorchDistributor:
         )
 
 
-def _make_trainer(loop, *, train_loop_config, scaling_config, run_config, name: str, storage: Location,
-                  backend: str):
-    """run_workers' trainer factory: a TorchTrainer whose run lives in the artifact location.
-
-    `backend` is torch_device.backend_for's choice (nccl for whole GPUs, else gloo). The run is named
-    after the request id, so a rerun under the same name could resume it.
-    """
-    from ray.train import CheckpointConfig, RunConfig
+def _make_trainer(loop, *, train_loop_config, scaling_config, run_config, backend: str):
+    """run_workers' trainer factory: a TorchTrainer with torch_device.backend_for's choice of
+    backend (nccl for whole GPUs, else gloo)."""
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    config = RunConfig(name=name, storage_path=storage.path, storage_filesystem=storage.fs,
-                       failure_config=run_config.failure_config,
-                       checkpoint_config=CheckpointConfig(num_to_keep=2))  # the latest state + the model
     return TorchTrainer(loop, train_loop_config=train_loop_config, scaling_config=scaling_config,
-                        run_config=config, torch_config=TorchConfig(backend=backend))
+                        run_config=run_config, torch_config=TorchConfig(backend=backend))
 
 
 def _check_train_func(fn: Any) -> None:

@@ -28,26 +28,30 @@ def storage_root() -> str:
 
 
 def run_workers(loop: Callable[[Any], None], config: Any, placement: WorkerPlacement, trainer_cls, name: str,
-                max_restarts: int = 0):
-    """Run `loop(config)` on `placement` with Ray Train; return the Result, worker errors translated.
+                max_restarts: int = 0, *, run_name: str | None = None, storage_path: str | None = None,
+                storage_filesystem: Any = None):
+    """Run `loop(config)` on `placement` with Ray Train; return (Result, the run's folder), worker
+    errors translated.
 
     A worker group that fails (a worker killed, a node lost) is restarted up to `max_restarts` times;
-    the loop then finds the latest checkpoint with `ray.train.get_checkpoint()`.
+    the loop then finds the latest checkpoint with `ray.train.get_checkpoint()`. The run is called
+    `run_name` (default: `name` and a random suffix) under `storage_path` (default: storage_root()).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
 
-    run_name = f"{name}-{uuid.uuid4().hex[:8]}"
+    run_name = run_name or f"{name}-{uuid.uuid4().hex[:8]}"
+    storage_path = storage_path or storage_root()
     trainer = trainer_cls(
         guarded(loop, run_name),
         train_loop_config=config,
         scaling_config=placement.ray_scaling_config(),
-        run_config=RunConfig(name=run_name, storage_path=storage_root(),
+        run_config=RunConfig(name=run_name, storage_path=storage_path, storage_filesystem=storage_filesystem,
                              failure_config=FailureConfig(max_failures=max_restarts),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),  # the latest + the model
     )
     try:
-        return trainer.fit(), os.path.join(storage_root(), run_name)
+        return trainer.fit(), os.path.join(storage_path, run_name)
     except WorkerGroupError as exc:
         error = translate_worker_failure(exc.worker_failures)
         if max_restarts and isinstance(error, TrainingError):

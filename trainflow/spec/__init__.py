@@ -5,7 +5,11 @@
 """
 from trainflow.spec.base import SpecError
 from trainflow.spec.loading import load_spec, parse_spec, spec_from_yaml_text
+from trainflow.defaults import DEFAULT_DATABASE
 from trainflow.spec.models import (
+    DEFAULT_METRICS,
+    LOWER_IS_BETTER,
+    TASK_METRICS,
     ColumnCheck,
     DataSpec,
     EvaluateSpec,
@@ -20,6 +24,10 @@ from trainflow.spec.models import (
 )
 
 __all__ = [
+    "DEFAULT_DATABASE",
+    "DEFAULT_METRICS",
+    "LOWER_IS_BETTER",
+    "TASK_METRICS",
     "ColumnCheck",
     "DataSpec",
     "EvaluateSpec",

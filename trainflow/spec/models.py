@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from trainflow import frameworks
 from trainflow.defaults import DEFAULT_CHECKPOINT_EVERY, DEFAULT_DATABASE, DEFAULT_MAX_RESTARTS
+from trainflow.errors import ConfigError
 from trainflow.frameworks.base import Task
 from trainflow.spec.base import _NAME, _REF, _join, _Model, _problems
 
@@ -43,17 +44,24 @@ def _one_of(values: tuple[str, ...]) -> PydanticCustomError:
 
 
 def _known_framework(value: Any) -> Any:
-    if isinstance(value, str) and value not in frameworks.names():
+    if not isinstance(value, str) or value not in frameworks.names():
         raise _one_of(frameworks.names())
     return value
 
 
 def _all_objectives() -> tuple[str, ...]:
-    return tuple(dict.fromkeys(o for n in frameworks.names() for o in frameworks.get(n).objectives))
+    """Every loadable plug-in's objectives (a plug-in that fails to load is reported when a spec names it)."""
+    found: list[str] = []
+    for name in frameworks.names():
+        try:
+            found.extend(frameworks.get(name).objectives)
+        except ConfigError:
+            continue
+    return tuple(dict.fromkeys(found))
 
 
 def _known_objective(value: Any) -> Any:
-    if isinstance(value, str) and value not in _all_objectives():
+    if value is not None and (not isinstance(value, str) or value not in _all_objectives()):
         raise _one_of(_all_objectives())
     return value
 
