@@ -92,9 +92,11 @@ def test_early_stopping_without_an_eval_set_is_refused(case, ray_cluster):
 
 def _user_early_stopping_fit(case: Case, workers: int, train, holdout):
     est = case.estimator(n_estimators=300, params=case.early_stopping_params, callbacks=[case.user_early_stopping(5)], scaling_config=case.scaling(num_workers=workers))
-    return est, fit_within(240, est.fit, train, ["f0", "f1", "f2", "f3"], "y", eval_set=holdout)
+    # A hang detector, not a speed check: with both cores busy one such fit took about 3 minutes here.
+    return est, fit_within(540, est.fit, train, ["f0", "f1", "f2", "f3"], "y", eval_set=holdout)
 
 
+@pytest.mark.timeout(1200)  # two fits, each bounded by fit_within
 def test_a_user_early_stopping_callback_stops_every_worker_at_the_same_round(case, ray_cluster):
     """The callback runs on rank 0 only; its decision reaches every rank each round (the other ranks
     used to wait for rank 0 in the next round's exchange forever), so 2 workers stop where 1 does."""
