@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from trainflow.metrics import Task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -18,8 +20,6 @@ if TYPE_CHECKING:
     from trainflow.distributors.progress import ProgressChannel
     from trainflow.pipeline.load import LoadedData
     from trainflow.spec import JobSpec
-
-Task = Literal["regression", "binary", "multiclass"]
 
 
 @dataclass
