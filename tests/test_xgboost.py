@@ -57,10 +57,10 @@ def test_user_callbacks_run_on_rank_zero_only(ray_cluster, holdout, tmp_path):
             self.path = str(path)
 
         def after_iteration(self, model, epoch, evals_log):
-            import ray.train
+            from trainflow.data.rank import current_rank_and_world
 
             with open(self.path, "a") as fh:
-                fh.write(f"{ray.train.get_context().get_world_rank()} {epoch}\n")
+                fh.write(f"{current_rank_and_world()[0]} {epoch}\n")
             return False
 
     est = XGBEstimator(n_estimators=6, params={"max_depth": 2}, callbacks=[Recorder(log)],
@@ -163,17 +163,16 @@ def test_unsatisfiable_resources_fail_within_seconds(ray_cluster, holdout, scali
 GPU_PROBE = textwrap.dedent(
     """
     import json, os, sys
-    import ray, ray.train
+    import ray
     from trainflow.cluster import ensure_cluster
-    from trainflow.distributors.runner import run_workers
+    from trainflow.distributors.pool import reserve
     from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
 
     out = sys.argv[1]
     ensure_cluster(num_cpus=4, num_gpus=2)  # logical GPUs: Ray assigns ids, no CUDA runs
 
-    def probe(config):
-        ctx = ray.train.get_context()
-        with open(os.path.join(config["out"], f"rank{ctx.get_world_rank()}.json"), "w") as fh:
+    def probe(config, rank):
+        with open(os.path.join(config["out"], f"rank{rank}.json"), "w") as fh:
             json.dump({"gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                        "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
                        "device": config["params"].get("device"), "nthread": config["params"]["nthread"]}, fh)
@@ -183,7 +182,11 @@ GPU_PROBE = textwrap.dedent(
     with open(os.path.join(out, "plan.json"), "w") as fh:
         json.dump({"workers": placement.num_workers, "cpus": placement.cpus_per_worker,
                    "gpu": placement.use_gpu}, fh)
-    run_workers(probe, {"out": out, "params": params}, placement, est._adapter.trainer_cls(), "gpu-probe")
+    # the workers a fit with this placement trains on
+    with reserve(placement.num_workers, placement.cpus_per_worker, placement.use_gpu, "gpu-probe") as held:
+        with held.gang() as gang:
+            ray.get([w.run.remote(probe, {"out": out, "params": params}, r) for r, w in enumerate(gang.workers)],
+                    timeout=120)
     cpu_only = XGBEstimator(scaling_config=XGBScalingConfig(use_gpu=False)).plan()
     with open(os.path.join(out, "cpu_plan.json"), "w") as fh:
         json.dump({"gpu": cpu_only[0].use_gpu, "device": cpu_only[1].get("device")}, fh)

@@ -1,14 +1,12 @@
 """The shared core of the distributed gradient-boosting estimators (XGBoost, LightGBM).
 
 The estimator validates in `fit`, asks the placement policy for workers, splits the data by reference
-(one shard per worker, read by the worker itself), runs Ray Train, and translates failures into
-trainflow errors. A framework adapter supplies only what differs: how a worker trains and how a
+(one shard per worker, read by the worker itself), and hands the job to the controller, which runs
+it on warm workers and restarts it from checkpoints (controller.py). A framework adapter supplies only what differs: how a worker trains and how a
 booster is loaded and used for prediction.
 """
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +16,7 @@ import pyarrow as pa
 
 from trainflow.data.connector import DataConnector
 from trainflow.defaults import DEFAULT_CHECKPOINT_EVERY, DEFAULT_MAX_RESTARTS
-from trainflow.distributors.checkpoint import ResumeState, read_checkpoint, report
+from trainflow.distributors.checkpoint import CheckpointStore, ResumeState
 from trainflow.distributors.checks import (
     as_connector,
     as_request,
@@ -28,11 +26,12 @@ from trainflow.distributors.checks import (
     check_verbose,
 )
 from trainflow.distributors.ingest import categorical_columns, check_training_schema, collect_categories
+from trainflow.distributors.controller import GangMember, Rendezvous, run_fit
 from trainflow.distributors.placement import Placement, ScalingRequest, decide_placement
+from trainflow.distributors.pool import WorkerAddress
 from trainflow.distributors.progress import ProgressChannel
-from trainflow.distributors.runner import run_workers
 from trainflow.distributors.scoring import predict_connector
-from trainflow.errors import ConfigError, DataError, NotFittedError, TrainingError
+from trainflow.errors import ConfigError, DataError, NotFittedError
 
 __all__ = ["DEFAULT_CHECKPOINT_EVERY", "DEFAULT_MAX_RESTARTS", "BoostingAdapter", "DistributedBoostingEstimator",
            "WorkerJob", "WorkerResult", "callbacks_resumable"]
@@ -58,6 +57,7 @@ class WorkerJob:
     # what the adapter's begin_fit made for its workers (e.g. LightGBM's exchange actor), its own type
     helpers: Any = None
     checkpoint_every: int | None = None  # rounds between checkpoints (None: only the final model)
+    checkpoints: CheckpointStore | None = None  # where rank 0 saves them (set by the controller)
 
 
 @dataclass
@@ -74,14 +74,11 @@ class BoostingAdapter:
     # True: string/dictionary feature columns are encoded as category codes (see categorical_columns)
     supports_categorical: bool = False
 
-    def trainer_cls(self):
-        raise NotImplementedError
-
     def worker_params(self, params: dict[str, Any], placement: Placement) -> dict[str, Any]:
         raise NotImplementedError
 
-    def train(self, job: WorkerJob, rank: int, world_size: int, resume: ResumeState | None) -> WorkerResult:
-        """Train this rank's part; `resume` is the checkpoint a restarted worker group continues from."""
+    def train(self, job: WorkerJob, member: GangMember, resume: ResumeState | None) -> WorkerResult:
+        """Train rank `member.rank`'s part; `resume` is the checkpoint a restarted fit continues from."""
         raise NotImplementedError
 
     def load(self, raw: bytes) -> Any:
@@ -98,6 +95,12 @@ class BoostingAdapter:
 
     def end_fit(self, helpers: Any) -> None:
         """Driver side, after the workers are done (also on failure): release what begin_fit made."""
+
+    def begin_attempt(self, job: WorkerJob, addresses: list[WorkerAddress], attempt: int) -> Rendezvous:
+        """Driver side, before each run of the workers (the first and every restart): what every
+        rank needs to find the others (xgboost's tracker, LightGBM's machine list); one worker
+        needs nothing, which is the default."""
+        return Rendezvous()
 
     def resumable(self, params: dict[str, Any]) -> bool:
         """Whether train() continues correctly from `resume`, a mid-run checkpoint, with these params.
@@ -137,23 +140,6 @@ def callbacks_resumable(callbacks: Sequence[Any]) -> bool:
     and counts rounds from the model says so with `trainflow_resumable = True`.
     """
     return all(getattr(cb, RESUMABLE_ATTR, False) is True for cb in callbacks)
-
-
-def _worker_loop(job: WorkerJob) -> None:
-    """Ray Train's train_loop_per_worker: resume from the latest checkpoint if any, train this rank,
-    report the model from rank 0 at the end."""
-    import ray.train
-
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    checkpoint = ray.train.get_checkpoint()
-    resume = read_checkpoint(checkpoint) if checkpoint is not None else None
-    if resume is not None and resume.final:
-        # Lost after the finished model was reported: report it again rather than train anew.
-        report(rank, resume.model, resume.history, resume.best_iteration, final=True)
-        return
-    result = job.adapter.train(job, rank, world, resume)
-    report(rank, result.model, result.history, result.best_iteration, final=True)
 
 
 # ------------------------------------------------------------------------------- driver side
@@ -255,28 +241,22 @@ class DistributedBoostingEstimator:
         try:
             job.helpers = self._adapter.begin_fit(job, placement)
             try:
-                result, run_dir = run_workers(_worker_loop, job, placement, self._adapter.trainer_cls(),
-                                              self._adapter.name, max_restarts=restarts)
+                result = run_fit(job, placement, restarts, self._adapter.name)
             finally:
                 self._adapter.end_fit(job.helpers)
         finally:
             if drain is not None:
                 drain.stop()
                 own_channel.close()
-        self._load_result(result, run_dir)
+        self._load_result(result)
         self.placement_ = placement
         self.input_cols_ = input_cols
         return self.booster_
 
-    def _load_result(self, result, run_dir: str) -> None:
-        if result.checkpoint is None:
-            raise TrainingError("Training finished without a model checkpoint from rank 0.")
-        final = read_checkpoint(result.checkpoint)
-        self.booster_ = self._adapter.load(final.model)
-        self.eval_results_ = final.history
-        self.best_iteration_ = final.best_iteration
-        if os.path.isdir(run_dir):  # the checkpoint only carried the model here; don't let runs pile up
-            shutil.rmtree(run_dir, ignore_errors=True)
+    def _load_result(self, result: WorkerResult) -> None:
+        self.booster_ = self._adapter.load(result.model)
+        self.eval_results_ = result.history
+        self.best_iteration_ = result.best_iteration
 
     # -------------------------------------------------------------------- fitted state
     def _fitted(self) -> None:

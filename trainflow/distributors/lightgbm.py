@@ -1,11 +1,11 @@
-"""LightGBMEstimator: distributed LightGBM on Ray Train, Snowflake ML's API.
+"""LightGBMEstimator: distributed LightGBM on Ray, Snowflake ML's API.
 
-With one worker this is plain `lgb.train` in a Ray Train worker. With N workers LightGBM's own
+With one worker this is plain `lgb.train` in a warm Ray worker. With N workers LightGBM's own
 socket network runs its data-parallel tree learner, and three things keep the result equal to one
 LightGBM on all rows (each was seen going wrong here without it):
 
-- network: every worker merges `ray.train.lightgbm.get_network_params()` (machines and a free port
-  per worker, chosen by Ray Train's LightGBM backend for each run) with
+- network: every worker merges the attempt's machine list (each worker's node IP and a port that
+  was free there, gathered by the fit before each run of the workers) with
   `tree_learner="data_parallel"` and `pre_partition=True`. Without them nothing errors: each worker
   trains on its own shard and rank 0's model is kept.
 - bins: distributed LightGBM finds each feature's bin boundaries on one machine's *local* rows (the
@@ -22,6 +22,7 @@ LightGBM on all rows (each was seen going wrong here without it):
   with several workers they are the row-weighted mean of the workers' values (a warning says so).
 
 The exchanges go through a small Ray actor made for each multi-worker fit (`_Rendezvous`).
+After training a worker frees LightGBM's network, so the warm process can join the next fit's.
 """
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ import pyarrow as pa
 from trainflow.defaults import DEFAULT_CHECKPOINT_EVERY, DEFAULT_MAX_RESTARTS
 from trainflow.distributors.boosting import BoostingAdapter, DistributedBoostingEstimator, WorkerJob, WorkerResult
 from trainflow.distributors.checkpoint import ResumeState, join_history, maybe_checkpoint
+from trainflow.distributors.controller import GangMember, Rendezvous
 from trainflow.distributors.ingest import categorical_columns, read_shard
 from trainflow.distributors.placement import Placement, ScalingRequest
+from trainflow.distributors.pool import WorkerAddress
 from trainflow.distributors.progress import format_metrics
 from trainflow.errors import ConfigError, DataError, ResourceError, TrainingError
 from trainflow.frameworks.lightgbm import LightGBMFramework
@@ -159,6 +162,18 @@ def _rendezvous_cls():
 
 
 @dataclass(frozen=True)
+class _Network:
+    """One attempt's LightGBM network: the rendezvous generation and every rank's `ip:port`."""
+
+    generation: int
+    machines: list[str]
+
+    def params(self, rank: int) -> dict[str, Any]:
+        return {"machines": ",".join(self.machines), "num_machines": len(self.machines),
+                "local_listen_port": int(self.machines[rank].rsplit(":", 1)[1])}
+
+
+@dataclass(frozen=True)
 class _Exchange:
     """A multi-worker fit's rendezvous actor and how long a worker waits at one of its exchanges."""
 
@@ -176,22 +191,14 @@ def _stale(generation: int, current: int, key: str) -> TrainingError:
 class _Peers:
     """This worker's view of the rendezvous, for the current worker group only.
 
-    Rank 0 takes the group's generation number from the actor and Ray Train's rank-0 broadcast gives
-    it to every rank, so a restarted group never joins an exchange that the lost group left half done.
+    The fit takes the group's generation number from the actor before each run of the workers and
+    gives it to every rank, so a restarted group never joins an exchange that the lost group left
+    half done.
     Every wait is bounded: a peer that never arrives ends in a TrainingError, not a hang.
     """
 
-    def __init__(self, actor, rank: int, generation: int | None, timeout_s: float):
+    def __init__(self, actor, rank: int, generation: int, timeout_s: float):
         self._actor, self._rank, self._generation, self._timeout = actor, rank, generation, timeout_s
-
-    @classmethod
-    def join(cls, actor, rank: int, timeout_s: float) -> _Peers:
-        """Called by every rank of a (re)started worker group, before its first exchange."""
-        from ray.train.collective import broadcast_from_rank_zero
-
-        number = cls(actor, rank, None, timeout_s).get(actor.next_generation.remote(), "a generation number") \
-            if rank == 0 else None
-        return cls(actor, rank, broadcast_from_rank_zero(number), timeout_s)
 
     def allgather(self, key: str, value: Any) -> list:
         return self.get(self._actor.allgather.remote(self._generation, key, self._rank, value),
@@ -377,11 +384,6 @@ class _LightGBMAdapter(BoostingAdapter):
             on = True  # lgb.early_stopping says what is wrong with the value
         return (key, params[key]) if on else None
 
-    def trainer_cls(self):
-        from ray.train.lightgbm import LightGBMTrainer  # Ray Train V2's trainer (V2 is the default)
-
-        return LightGBMTrainer
-
     def worker_params(self, params: dict[str, Any], placement: Placement) -> dict[str, Any]:
         params = dict(params)
         _pop_all(params, _THREADS)
@@ -433,8 +435,18 @@ class _LightGBMAdapter(BoostingAdapter):
 
             ray.kill(helpers.actor)
 
+    def begin_attempt(self, job: WorkerJob, addresses: list[WorkerAddress], attempt: int) -> Rendezvous:
+        if len(addresses) < 2:
+            return Rendezvous()
+        from trainflow.waiting import bounded_get
+
+        generation = bounded_get(job.helpers.actor.next_generation.remote(), "LightGBM's rendezvous actor",
+                                 job.helpers.timeout_s)
+        return Rendezvous(_Network(generation, [f"{a.ip}:{a.port}" for a in addresses]))
+
     # ---------------------------------------------------------------- worker side
-    def train(self, job: WorkerJob, rank: int, world_size: int, resume: ResumeState | None) -> WorkerResult:
+    def train(self, job: WorkerJob, member: GangMember, resume: ResumeState | None) -> WorkerResult:
+        rank, world_size = member.rank, member.world_size
         params = dict(job.params)
         stopping = self.early_stopping(params)  # fit refused it without an eval set
         _pop_all(params, _EARLY_STOPPING)
@@ -450,15 +462,16 @@ class _LightGBMAdapter(BoostingAdapter):
 
         reference, peers = None, None
         if world_size > 1:
-            peers = _Peers.join(job.helpers.actor, rank, job.helpers.timeout_s)
+            network: _Network = member.collective
+            peers = _Peers(job.helpers.actor, rank, network.generation, job.helpers.timeout_s)
             counts = peers.allgather("rows", rows["train"])
             if min(counts) == 0:
                 raise DataError(
                     f"The training data has too few rows for {world_size} workers (rows per worker: {counts}); "
                     "use fewer workers (num_workers) or more data."
                 )
-            network = _network_params()
-            params.update(network, tree_learner=params.get("tree_learner", "data_parallel"), pre_partition=True)
+            params.update(network.params(rank), tree_learner=params.get("tree_learner", "data_parallel"),
+                          pre_partition=True)
             reference = self._shared_bins(job, params, chunks, counts, peers, rank, cat_names)
 
         # A resumed fit starts from the checkpoint's trees: lgb.train scores the rows with them while it
@@ -503,6 +516,11 @@ class _LightGBMAdapter(BoostingAdapter):
             callbacks.append(_RankZeroCallbacks(after_round, rank, peers))
         booster = lgb.train(params, dtrain, num_boost_round=job.num_rounds - (resume.rounds_done if resume else 0),
                             valid_sets=valid_sets, valid_names=names, callbacks=callbacks, init_model=init_model)
+        if world_size > 1:
+            # Now, not when the booster is garbage-collected (which frees the process's network, perhaps
+            # in the middle of the warm process's next fit). A failed multi-worker fit's workers are
+            # not reused (controller.py).
+            booster.free_network()
         # set when early stopping (the param's or a user's) stopped the fit, on every rank alike
         best = booster.best_iteration if booster.best_iteration > 0 else None
         if job.categories:
@@ -552,19 +570,6 @@ class _LightGBMAdapter(BoostingAdapter):
                 f"data has {len(names)}: {names}. Give each feature the type it had in training."
             )
         return dict(zip(names, stored, strict=True))
-
-
-def _network_params() -> dict[str, Any]:
-    from ray.train.lightgbm import get_network_params
-
-    network = get_network_params()
-    if not network.get("machines") or int(network.get("num_machines", 1)) < 2:
-        # Without them LightGBM would silently train each worker on its own shard.
-        raise TrainingError(
-            f"Ray Train's LightGBM backend gave no network parameters to this worker ({network!r}); "
-            "distributed LightGBM cannot start. Check that LightGBMTrainer runs the training loop."
-        )
-    return network
 
 
 def _probe_gpu(device_type: str) -> str | None:
@@ -628,8 +633,8 @@ class LightGBMEstimator(DistributedBoostingEstimator):
     def fit(self, dataset, input_cols, label_col, eval_set=None, verbose_eval=None, **kwargs) -> lgb.Booster:
         return super().fit(dataset, input_cols, label_col, eval_set, verbose_eval, **kwargs)
 
-    def _load_result(self, result, run_dir: str) -> None:
-        super()._load_result(result, run_dir)
+    def _load_result(self, result: WorkerResult) -> None:
+        super()._load_result(result)
         if self.best_iteration_:
             self.booster_.best_iteration = self.best_iteration_
 

@@ -1,17 +1,18 @@
-"""Run a training loop on a placement with Ray Train, and translate what its workers raise.
+"""Run a training loop on a placement with Ray Train, and translate what workers raise.
 
-Shared by every distributed fit (the boosting estimators and PyTorchDistributor): worker-group
-restarts from the latest checkpoint, the run's storage, and errors a user can read.
+PyTorchDistributor's fits run here (worker-group restarts from the latest checkpoint, the run's
+storage, errors a user can read); the boosting fits run on warm workers (controller.py) and share
+the translation of worker errors.
 """
 from __future__ import annotations
 
 import os
 import re
-import tempfile
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from trainflow.distributors.checkpoint import storage_root
 from trainflow.distributors.fatal import clear, guarded
 from trainflow.errors import TrainflowError, TrainingError
 
@@ -20,11 +21,6 @@ class WorkerPlacement(Protocol):
     """A decided placement (boosting's Placement, PyTorchScalingConfig): it knows its Ray ScalingConfig."""
 
     def ray_scaling_config(self) -> Any: ...
-
-
-def storage_root() -> str:
-    """Where Ray Train puts the final checkpoint; must be shared storage on a multi-node cluster."""
-    return os.environ.get("TRAINFLOW_STORAGE") or os.path.join(tempfile.gettempdir(), "trainflow-runs")
 
 
 def run_workers(loop: Callable[[Any], None], config: Any, placement: WorkerPlacement, trainer_cls, name: str,

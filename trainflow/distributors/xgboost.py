@@ -1,4 +1,8 @@
-"""XGBEstimator: distributed XGBoost on Ray Train, Snowflake ML's API."""
+"""XGBEstimator: distributed XGBoost on Ray, Snowflake ML's API.
+
+With several workers every rank joins xgboost's own collective (`xgboost.collective`, the documented
+interface for custom launchers) through a RabitTracker that the fit starts for each attempt.
+"""
 from __future__ import annotations
 
 import json
@@ -11,8 +15,10 @@ import xgboost as xgb
 from trainflow.defaults import DEFAULT_CHECKPOINT_EVERY, DEFAULT_MAX_RESTARTS
 from trainflow.distributors.boosting import BoostingAdapter, DistributedBoostingEstimator, WorkerJob, WorkerResult
 from trainflow.distributors.checkpoint import ResumeState, join_history, maybe_checkpoint
+from trainflow.distributors.controller import GangMember, Rendezvous
 from trainflow.distributors.ingest import read_shard
 from trainflow.distributors.placement import Placement, ScalingRequest
+from trainflow.distributors.pool import WorkerAddress
 from trainflow.distributors.progress import format_metrics
 from trainflow.frameworks.xgboost import MARGIN_LINK, XGBoostFramework
 
@@ -107,6 +113,13 @@ class _RankZeroCallbacks(xgb.callback.TrainingCallback):
         return _from_rank_zero(stop) if self.shared else stop
 
 
+def _wait_quietly(tracker) -> None:
+    try:
+        tracker.wait_for()
+    except xgb.core.XGBoostError:
+        pass  # freed after a failed attempt: the controller reports what failed
+
+
 def _from_rank_zero(stop: bool) -> bool:
     from xgboost import collective
 
@@ -123,10 +136,28 @@ class _XGBAdapter(BoostingAdapter):
         rounds = params.get("early_stopping_rounds")
         return ("early_stopping_rounds", rounds) if rounds else None  # xgboost: 0/None = off
 
-    def trainer_cls(self):
-        from ray.train.xgboost import XGBoostTrainer
+    def begin_attempt(self, job: WorkerJob, addresses: list[WorkerAddress], attempt: int) -> Rendezvous:
+        if len(addresses) < 2:
+            return Rendezvous()  # one worker trains alone: no collective
+        import threading
 
-        return XGBoostTrainer
+        import ray
+        from xgboost.tracker import RabitTracker
+
+        tracker = RabitTracker(n_workers=len(addresses), host_ip=ray.util.get_node_ip_address(), sortby="task")
+        tracker.start()
+        waiter = threading.Thread(target=_wait_quietly, args=(tracker,), name="trainflow-rabit-tracker", daemon=True)
+        waiter.start()
+
+        def close(ok: bool) -> None:
+            if ok:
+                waiter.join(timeout=10)
+            try:
+                tracker.free()  # also ends a wait_for still running (its workers are gone)
+            except xgb.core.XGBoostError:
+                pass
+
+        return Rendezvous(tracker.worker_args(), close)
 
     def worker_params(self, params: dict[str, Any], placement: Placement) -> dict[str, Any]:
         params = dict(params)
@@ -136,7 +167,16 @@ class _XGBAdapter(BoostingAdapter):
             params["device"] = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES: each worker sees only its GPU
         return params
 
-    def train(self, job: WorkerJob, rank: int, world_size: int, resume: ResumeState | None) -> WorkerResult:
+    def train(self, job: WorkerJob, member: GangMember, resume: ResumeState | None) -> WorkerResult:
+        if member.world_size == 1:
+            return self._train(job, member.rank, 1, resume)
+        from xgboost.collective import CommunicatorContext
+
+        # sortby="task": ranks follow these ids, so the tracker's rank is the fit's rank
+        with CommunicatorContext(**member.collective, dmlc_task_id=f"{member.rank:08d}"):
+            return self._train(job, member.rank, member.world_size, resume)
+
+    def _train(self, job: WorkerJob, rank: int, world_size: int, resume: ResumeState | None) -> WorkerResult:
         params = dict(job.params)
         early_stopping = params.pop("early_stopping_rounds", None)
         dtrain = xgb.QuantileDMatrix(

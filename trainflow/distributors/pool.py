@@ -1,0 +1,290 @@
+"""Warm training workers: Ray actors kept between fits that reserve no CPUs or GPUs between them.
+
+A fit reserves its workers' CPUs with a placement group (Ray picks the nodes and waits for free CPUs,
+as it does for Ray Train), then leases one idle worker per bundle, on the bundle's node, from the
+pool: a named, detached actor that every process of the cluster finds (in the pipeline the fit runs
+inside a Ray task). The worker trains with the bundle's thread count; when the fit ends the group is
+removed, so the CPUs are free at once for the pipeline's other tasks, while the worker process keeps
+its imports (xgboost, lightgbm) for the next fit. Workers idle for longer than TRAINFLOW_POOL_IDLE_S
+seconds (default 300) are stopped, and the pool itself once it has none.
+
+GPU fits run on workers made for the fit inside the group: Ray then gives each its own GPU and sets
+CUDA_VISIBLE_DEVICES, which it cannot do for a process that already exists.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from trainflow.errors import ResourceError
+from trainflow.waiting import bounded_get
+
+POOL_NAME = "trainflow-worker-pool"
+NAMESPACE = "trainflow"
+IDLE_ENV = "TRAINFLOW_POOL_IDLE_S"
+DEFAULT_IDLE_S = 300.0
+_LEASE_TIMEOUT_S = 60.0  # pool calls and worker address probes are quick; this only bounds a broken cluster
+
+
+def idle_timeout_s() -> float:
+    raw = os.environ.get(IDLE_ENV)
+    try:
+        value = float(raw) if raw else DEFAULT_IDLE_S
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ResourceError(f"{IDLE_ENV}={raw!r} is invalid: use a number of seconds > 0.")
+    return value
+
+
+@dataclass(frozen=True)
+class WorkerAddress:
+    """Where a worker is: its node's IP, a port that was free there a moment ago, its process id."""
+
+    ip: str
+    port: int
+    pid: int
+
+
+class TrainWorker:
+    """One training process. `run` executes a function in it; the function's imports stay loaded."""
+
+    def address(self) -> WorkerAddress:
+        import ray
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("", 0))
+            port = probe.getsockname()[1]
+        return WorkerAddress(ray.util.get_node_ip_address(), port, os.getpid())
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+
+@functools.cache
+def _worker_cls():
+    import ray
+
+    return ray.remote(num_cpus=0, max_restarts=0)(TrainWorker)
+
+
+@functools.cache
+def _pool_cls():
+    import ray
+
+    @ray.remote(num_cpus=0, max_restarts=0)
+    class _Pool:
+        """Idle and leased workers by node. An async actor: one call at a time runs its bookkeeping."""
+
+        def __init__(self, idle_s: float):
+            self._idle_s = idle_s
+            self._slots: dict[int, dict] = {}
+            self._next = 0
+            self._last_use = _now()
+            self._reaper = None
+
+        async def acquire(self, node_ids: list[str]) -> list[tuple[int, Any, bool]]:
+            """One worker per entry of `node_ids`, on that node: (slot, handle, warm)."""
+            self._start_reaper()
+            self._last_use = _now()
+            taken = []
+            for node in node_ids:
+                slot = next((s for s in self._slots.values() if not s["busy"] and s["node"] == node), None)
+                warm = slot is not None
+                if slot is None:
+                    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                    handle = _worker_cls().options(
+                        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+                    self._next += 1
+                    slot = self._slots[self._next] = {"id": self._next, "node": node, "handle": handle}
+                slot["busy"] = True
+                taken.append((slot["id"], slot["handle"], warm))
+            return taken
+
+        async def release(self, slot_ids: list[int], discard: list[int]) -> None:
+            """Leased workers back to idle; those in `discard` (lost, or stopped mid-fit) are killed."""
+            self._last_use = _now()
+            for slot_id in slot_ids:
+                slot = self._slots.get(slot_id)
+                if slot is None:
+                    continue
+                if slot_id in discard:
+                    del self._slots[slot_id]
+                    _kill(slot["handle"])
+                else:
+                    slot["busy"], slot["since"] = False, _now()
+
+        async def stats(self) -> dict[str, int]:
+            busy = sum(1 for s in self._slots.values() if s["busy"])
+            return {"workers": len(self._slots), "busy": busy, "idle": len(self._slots) - busy}
+
+        def _start_reaper(self) -> None:
+            import asyncio
+
+            if self._reaper is None:
+                self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+        async def _reap(self) -> None:
+            import asyncio
+
+            while True:
+                await asyncio.sleep(min(self._idle_s, 10.0))
+                now = _now()
+                for slot_id, slot in list(self._slots.items()):
+                    if not slot["busy"] and now - slot["since"] > self._idle_s:
+                        del self._slots[slot_id]
+                        _kill(slot["handle"])
+                if not self._slots and now - self._last_use > self._idle_s:
+                    _kill(ray.get_runtime_context().current_actor)  # detached: nothing else ends it
+                    return
+
+    return _Pool
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def _kill(handle: Any) -> None:
+    import ray
+
+    with contextlib.suppress(Exception):
+        ray.kill(handle, no_restart=True)
+
+
+def _pool():
+    return _pool_cls().options(name=POOL_NAME, namespace=NAMESPACE, lifetime="detached",
+                               get_if_exists=True).remote(idle_timeout_s())
+
+
+def pool_stats() -> dict[str, int]:
+    """{"workers", "busy", "idle"} of this cluster's pool (zeros when there is none)."""
+    import ray
+
+    try:
+        handle = ray.get_actor(POOL_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return {"workers": 0, "busy": 0, "idle": 0}
+    return bounded_get(handle.stats.remote(), "the worker pool's statistics", _LEASE_TIMEOUT_S)
+
+
+@dataclass
+class Gang:
+    """The workers of one fit attempt, in rank order, with where each one is."""
+
+    workers: list[Any]
+    addresses: list[WorkerAddress]
+    warm: list[bool]
+
+    def lose(self, ranks: list[int]) -> None:
+        """Stop workers now and never reuse them: lost, or in the middle of a collective."""
+        for rank in set(ranks) - self._lost:
+            _kill(self.workers[rank])
+        self._lost.update(ranks)
+
+    def __post_init__(self) -> None:
+        self._lost: set[int] = set()
+
+
+@contextlib.contextmanager
+def reserve(num_workers: int, cpus: int, use_gpu: bool, name: str) -> Iterator[Reservation]:
+    """The CPUs/GPUs of one fit, held until the block ends (a placement group, PACK like Ray Train)."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    bundle = {"CPU": cpus, **({"GPU": 1} if use_gpu else {})}
+    group = placement_group([dict(bundle) for _ in range(num_workers)], strategy="PACK",
+                            name=f"trainflow-{name}-{uuid.uuid4().hex[:8]}")
+    try:
+        # Placement was checked against the cluster's totals, so this only waits for CPUs that other
+        # work holds, as Ray Train would.
+        while not group.wait(timeout_seconds=30):
+            pass
+        yield Reservation(group, num_workers, cpus, use_gpu)
+    finally:
+        with contextlib.suppress(Exception):
+            remove_placement_group(group)
+
+
+class Reservation:
+    """A fit's placement group; `gang()` puts one worker on each of its bundles."""
+
+    def __init__(self, group: Any, num_workers: int, cpus: int, use_gpu: bool):
+        self.group, self.num_workers, self.cpus, self.use_gpu = group, num_workers, cpus, use_gpu
+
+    def nodes(self) -> list[str]:
+        """The node of each bundle, in bundle (= rank) order."""
+        from ray.util.placement_group import placement_group_table
+
+        by_bundle = placement_group_table(self.group)["bundles_to_node_id"]
+        return [by_bundle[i] for i in range(self.num_workers)]
+
+    @contextlib.contextmanager
+    def gang(self) -> Iterator[Gang]:
+        """Workers for one attempt; afterwards pool workers go back idle (or are killed if lost)."""
+        if self.use_gpu:
+            yield from self._own_gang()
+            return
+        pool, slots, ranks = None, [], []
+        gang = None
+        try:
+            nodes = self.nodes()
+            pool = _pool()
+            taken = _acquire(pool, nodes)
+            slots = [slot for slot, _, _ in taken]
+            ranks = list(slots)
+            workers = [h for _, h, _ in taken]
+            warm = [w for _, _, w in taken]
+            addresses: list[WorkerAddress] = []
+            for rank, worker in enumerate(workers):
+                try:
+                    addresses.append(_address(worker))
+                except _lost_errors():
+                    # a warm worker that died while idle (OOM, node trouble): replaced by a new one
+                    [(slot, worker, _)] = _acquire(pool, [nodes[rank]])
+                    slots.append(slot)
+                    ranks[rank], workers[rank], warm[rank] = slot, worker, False
+                    addresses.append(_address(worker))
+            gang = Gang(workers, addresses, warm)
+            yield gang
+        finally:
+            if pool is not None and slots:
+                lost = {ranks[r] for r in (gang._lost if gang is not None else range(len(ranks)))}
+                lost |= set(slots) - set(ranks)  # replaced dead ones
+                with contextlib.suppress(Exception):
+                    pool.release.remote(slots, sorted(lost))
+
+    def _own_gang(self) -> Iterator[Gang]:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        cls = _worker_cls()
+        workers = [cls.options(num_cpus=self.cpus, num_gpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(
+            self.group, placement_group_bundle_index=i)).remote() for i in range(self.num_workers)]
+        try:
+            yield Gang(workers, [_address(w) for w in workers], [False] * len(workers))
+        finally:
+            for worker in workers:
+                _kill(worker)
+
+
+def _acquire(pool: Any, nodes: list[str]) -> list[tuple[int, Any, bool]]:
+    return bounded_get(pool.acquire.remote(nodes), "a lease from the worker pool", _LEASE_TIMEOUT_S)
+
+
+def _address(worker: Any) -> WorkerAddress:
+    # a new worker is a new process: bounded by the task timeout, not the short lease one
+    return bounded_get(worker.address.remote(), "a training worker process to start")
+
+
+def _lost_errors() -> tuple[type[BaseException], ...]:
+    from ray.exceptions import RayActorError
+
+    return (RayActorError,)
