@@ -25,8 +25,12 @@ from trainflow.distributors.checks import (
     check_restarts,
     check_verbose,
 )
-from trainflow.distributors.ingest import categorical_columns, check_training_schema, collect_categories
 from trainflow.distributors.controller import GangMember, Rendezvous, run_fit
+from trainflow.distributors.ingest import (
+    categorical_columns,
+    check_training_schema,
+    collect_categories,
+)
 from trainflow.distributors.placement import Placement, ScalingRequest, decide_placement
 from trainflow.distributors.pool import WorkerAddress
 from trainflow.distributors.progress import ProgressChannel

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from trainflow.distributors.torch_storage import Location, resolve_location
 
 if TYPE_CHECKING:
-    from trainflow.distributors.boosting import WorkerJob  # noqa: F401
+    from trainflow.distributors.boosting import WorkerJob
 
 STORAGE_ENV = "TRAINFLOW_STORAGE"
 _PREFIX, _KEEP = "ckpt-", 2

@@ -13,8 +13,17 @@ import numpy as np
 import xgboost as xgb
 
 from trainflow.defaults import DEFAULT_CHECKPOINT_EVERY, DEFAULT_MAX_RESTARTS
-from trainflow.distributors.boosting import BoostingAdapter, DistributedBoostingEstimator, WorkerJob, WorkerResult
-from trainflow.distributors.checkpoint import ResumeState, join_history, maybe_checkpoint
+from trainflow.distributors.boosting import (
+    BoostingAdapter,
+    DistributedBoostingEstimator,
+    WorkerJob,
+    WorkerResult,
+)
+from trainflow.distributors.checkpoint import (
+    ResumeState,
+    join_history,
+    maybe_checkpoint,
+)
 from trainflow.distributors.controller import GangMember, Rendezvous
 from trainflow.distributors.ingest import read_shard
 from trainflow.distributors.placement import Placement, ScalingRequest
