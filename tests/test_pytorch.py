@@ -54,6 +54,7 @@ from torch.utils.data import DataLoader  # noqa: E402,F811
 class SimpleNet(nn.Module):
     def __init__(self, input_size, hidden_size, output_size):
         super(SimpleNet, self).__init__()
+        torch.manual_seed(0)  # (test only) a known start, so the test can tell that training improved it
         self.fc1 = nn.Linear(input_size, hidden_size)
         self.relu = nn.ReLU()
         self.fc2 = nn.Linear(hidden_size, output_size)
@@ -143,7 +144,8 @@ def test_snowflake_example_runs_verbatim(ray_cluster, tmp_path):
     trained.load_state_dict(state)  # fc1 is (32, 3): the features reached the model as (B, 3)
     assert state["fc1.weight"].shape == (32, 3)
 
-    # The loop changed the weights for the better: lower error than freshly initialised nets.
+    # The loop changed the weights for the better: lower error than the same net before training
+    # (a known start; unseeded starts differ by up to 250x in error on these unscaled features).
     x = torch.tensor(example_snowpark_dataframe[input_cols].to_numpy(), dtype=torch.float32)
     y = torch.tensor(example_snowpark_dataframe[label_col].to_numpy(), dtype=torch.float32).reshape(-1, 1)
 
@@ -151,9 +153,8 @@ def test_snowflake_example_runs_verbatim(ray_cluster, tmp_path):
         with torch.no_grad():
             return float(((net(x) - y) ** 2).mean())
 
-    torch.manual_seed(0)
-    fresh = sorted(mse(SimpleNet(3, 32, 1)) for _ in range(7))
-    assert mse(trained) < fresh[3], (mse(trained), fresh)
+    start = SimpleNet(3, 32, 1)
+    assert mse(trained) < 0.9 * mse(start), (mse(trained), mse(start))
 
 
 # ===================================================================== context, shards, artifacts
