@@ -1,0 +1,186 @@
+"""Warm execution: boosting fits reuse pooled worker processes, free their CPUs between fits, and
+the restart policy decides without a cluster."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import pytest
+import xgboost as xgb
+
+from tests.conftest import regression_frame
+from trainflow.distributors.checkpoint import CheckpointStore, ResumeState
+from trainflow.distributors.controller import RESTART, Failure, after_failure
+from trainflow.distributors.lightgbm import LightGBMEstimator, LightGBMScalingConfig
+from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
+from trainflow.errors import ConfigError, DataError, TrainingError
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+
+
+# ------------------------------------------------------------------------------- restart policy
+def lost(rank: int = 0) -> Failure:
+    return Failure(rank, RuntimeError("The actor died unexpectedly before finishing this task."), lost=True)
+
+
+def test_a_lost_worker_restarts_until_the_budget_is_spent():
+    assert after_failure(lost(), attempt=0, max_restarts=2) == RESTART
+    assert after_failure(lost(), attempt=1, max_restarts=2) == RESTART
+    error = after_failure(lost(1), attempt=2, max_restarts=2)
+    assert isinstance(error, TrainingError)
+    assert "worker rank 1" in str(error) and "gave up after 2 restart(s)" in str(error)
+
+
+def test_no_restarts_means_the_first_failure_is_the_error():
+    error = after_failure(lost(), attempt=0, max_restarts=0)
+    assert isinstance(error, TrainingError) and "gave up" not in str(error)
+
+
+def test_an_error_a_restart_cannot_fix_is_raised_as_raised():
+    bad = DataError("Label column 'y' has 3 null/NaN value(s).")
+    assert after_failure(Failure(1, bad, lost=False), attempt=0, max_restarts=3) is bad
+
+
+def test_a_transient_trainflow_error_is_restarted():
+    flaky = TrainingError("a peer was lost")
+    flaky.transient = True
+    assert after_failure(Failure(0, flaky, lost=False), attempt=0, max_restarts=1) == RESTART
+    assert "gave up after 1 restart" in str(after_failure(Failure(0, flaky, lost=False), 1, 1))
+
+
+# ------------------------------------------------------------------------------- checkpoint store
+def test_checkpoints_keep_the_latest_two_and_ignore_partial_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINFLOW_STORAGE", str(tmp_path))
+    store = CheckpointStore.for_run("unit")
+    assert store.latest() is None
+    for rounds in (10, 20, 30):
+        store.save(ResumeState(f"model-{rounds}".encode(), {"eval": {"rmse": [1.0] * rounds}}, rounds))
+    (tmp_path / os.path.basename(store.location.path) / "ckpt-000000040.abc.tmp").write_bytes(b"half")
+    latest = store.latest()
+    assert (latest.model, latest.rounds_done, len(latest.history["eval"]["rmse"])) == (b"model-30", 30, 30)
+    assert sorted(p.name for p in (tmp_path / os.path.basename(store.location.path)).iterdir()
+                  if not p.name.endswith(".tmp")) == ["ckpt-000000020", "ckpt-000000030"]
+    store.remove()
+    assert not os.path.exists(store.location.path)
+
+
+# ------------------------------------------------------------------------------- warm pool
+def pid_recorder(path: str) -> xgb.callback.TrainingCallback:
+    class Pid(xgb.callback.TrainingCallback):
+        def after_training(self, model):
+            with open(path, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
+            return model
+
+    return Pid()
+
+
+def wait_for_free_cpus(ray, deadline_s: float = 60.0) -> float:
+    """The cluster's free CPUs once nothing holds any (placement-group removal is asynchronous)."""
+    total = ray.cluster_resources()["CPU"]
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        free = ray.available_resources().get("CPU", 0.0)
+        if free == total:
+            return free
+        time.sleep(0.1)
+    return ray.available_resources().get("CPU", 0.0)
+
+
+def test_a_second_fit_trains_in_the_same_warm_process_and_cpus_are_free_between_fits(ray_cluster, tmp_path):
+    data = regression_frame(1000, seed=3)
+    log = tmp_path / "pids"
+    for depth in (2, 3):  # other params, same data
+        XGBEstimator(n_estimators=3, params={"max_depth": depth}, callbacks=[pid_recorder(str(log))]).fit(
+            data, FEATURES, "y")
+        # a warm worker reserves nothing between fits: validation and scoring tasks can run
+        assert wait_for_free_cpus(ray_cluster) == ray_cluster.cluster_resources()["CPU"]
+    first, second = log.read_text().split()
+    assert first == second
+
+
+def test_two_worker_fits_of_both_frameworks_share_the_pool_and_match_alone(ray_cluster):
+    data = regression_frame(1500, seed=4)
+    scaling = {"num_workers": 2, "num_cpu_per_worker": 1}
+    results = []
+    for _ in range(2):  # the second round runs on the workers the first one left warm
+        xgb_booster = XGBEstimator(n_estimators=5, params={"max_depth": 3},
+                                   scaling_config=XGBScalingConfig(**scaling)).fit(data, FEATURES, "y")
+        lgb_booster = LightGBMEstimator(n_estimators=5, params={"num_leaves": 7},
+                                        scaling_config=LightGBMScalingConfig(**scaling)).fit(data, FEATURES, "y")
+        results.append((xgb_booster.inplace_predict(data[FEATURES].to_numpy()),
+                        lgb_booster.predict(data[FEATURES].to_numpy())))
+    for a, b in zip(results[0], results[1], strict=True):
+        assert (a == b).all()  # a reused process trains the same model: no state leaks between fits
+
+
+def test_a_worker_that_died_while_idle_is_replaced_without_a_restart(ray_cluster, tmp_path):
+    data = regression_frame(800, seed=5)
+    log = tmp_path / "pids"
+    XGBEstimator(n_estimators=2, callbacks=[pid_recorder(str(log))]).fit(data, FEATURES, "y")
+    [idle] = log.read_text().split()
+    os.kill(int(idle), signal.SIGKILL)  # a process this test's fit started
+    # max_restarts=0: the replacement is not a restart of the fit
+    XGBEstimator(n_estimators=2, max_restarts=0, callbacks=[pid_recorder(str(log))]).fit(data, FEATURES, "y")
+    assert log.read_text().split()[1] != idle
+
+
+def test_an_error_in_a_single_worker_fit_leaves_the_worker_warm(ray_cluster, tmp_path):
+    data = regression_frame(500, seed=6)
+    log = tmp_path / "pids"
+    XGBEstimator(n_estimators=2, callbacks=[pid_recorder(str(log))]).fit(data, FEATURES, "y")
+    with pytest.raises(ConfigError):
+        XGBEstimator(n_estimators=2, params={"early_stopping_rounds": 2}).fit(data, FEATURES, "y")  # no eval set
+    bad = data.copy()
+    bad.loc[3, "y"] = float("nan")
+    with pytest.raises(DataError, match="null/NaN"):
+        XGBEstimator(n_estimators=2, max_restarts=2).fit(bad, FEATURES, "y")  # raised in the worker
+    XGBEstimator(n_estimators=2, callbacks=[pid_recorder(str(log))]).fit(data, FEATURES, "y")
+    first, last = log.read_text().split()
+    assert first == last
+
+
+IDLE_PROBE = textwrap.dedent(
+    """
+    import json, sys, time
+    import ray
+    from tests.conftest import regression_frame
+    from trainflow.cluster import ensure_cluster
+    from trainflow.distributors.pool import NAMESPACE, POOL_NAME, pool_stats
+    from trainflow.distributors.xgboost import XGBEstimator
+
+    ensure_cluster(num_cpus=2)
+    data = regression_frame(300, seed=1)
+    XGBEstimator(n_estimators=2).fit(data, ["f0", "f1", "f2", "f3"], "y")
+    out = {"after_fit": pool_stats()}
+    deadline = time.monotonic() + 60
+    gone = False
+    while time.monotonic() < deadline and not gone:
+        try:
+            ray.get_actor(POOL_NAME, namespace=NAMESPACE)
+            time.sleep(0.2)
+        except ValueError:
+            gone = True
+    out["pool_gone"] = gone
+    out["seconds"] = 60 - (deadline - time.monotonic())
+    with open(sys.argv[1], "w") as fh:
+        json.dump(out, fh)
+    """
+)
+
+
+def test_idle_workers_and_the_pool_are_released_after_the_idle_timeout(tmp_path):
+    out = tmp_path / "idle.json"
+    env = dict(os.environ, TRAINFLOW_POOL_IDLE_S="1", RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"))
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([sys.executable, "-c", IDLE_PROBE, str(out)], check=True, env=env, timeout=240,
+                   cwd=os.path.dirname(os.path.dirname(__file__)))
+    result = json.loads(out.read_text())
+    assert result["after_fit"] == {"workers": 1, "busy": 0, "idle": 1}
+    assert result["pool_gone"], result
