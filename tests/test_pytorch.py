@@ -581,3 +581,15 @@ def test_pipeline_steps_fit_evaluate_register_pytorch(ray_cluster, warehouse, tm
     run = mlflow.MlflowClient().get_run(model.run_id)
     assert run.data.params["train_func"] == "trainflow.examples.credit_mlp:train_func"
     assert "train-loss" in run.data.metrics
+
+
+def test_without_a_scaling_config_the_nodes_resources_are_used():
+    """Snowflake: "available resources are used automatically" (decided without a cluster)."""
+    from trainflow.distributors.placement import NodeResources
+    from trainflow.distributors.pytorch import default_scaling
+
+    cpu_only = default_scaling([NodeResources("a", 2.0, 0.0), NodeResources("b", 8.0, 0.0)])
+    assert (cpu_only.num_nodes, cpu_only.num_workers, cpu_only.resources.num_cpus, cpu_only.resources.num_gpus) \
+        == (1, 1, 8, 0)
+    gpus = default_scaling([NodeResources("a", 16.0, 0.0), NodeResources("g", 12.0, 4.0)])
+    assert (gpus.num_workers, gpus.resources.num_cpus, gpus.resources.num_gpus) == (4, 3, 1)

@@ -184,3 +184,56 @@ def test_idle_workers_and_the_pool_are_released_after_the_idle_timeout(tmp_path)
     result = json.loads(out.read_text())
     assert result["after_fit"] == {"workers": 1, "busy": 0, "idle": 1}
     assert result["pool_gone"], result
+
+
+# ------------------------------------------------------------------------------- matrix reuse
+def write_parquet(frame, path) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=500)
+    return str(path)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_second_fit_on_the_same_data_reuses_the_binned_matrix_and_trains_the_same_model(ray_cluster, tmp_path,
+                                                                                         workers):
+    from trainflow.data import DataConnector
+
+    frame = regression_frame(3000, seed=7)
+    train = DataConnector.from_parquet(write_parquet(frame.iloc[:2400], tmp_path / "train.parquet"))
+    holdout = DataConnector.from_parquet(write_parquet(frame.iloc[2400:], tmp_path / "eval.parquet"))
+    scaling = XGBScalingConfig(num_workers=workers, num_cpu_per_worker=1)
+
+    def fit(conn, depth):
+        est = XGBEstimator(n_estimators=8, params={"max_depth": depth}, scaling_config=scaling)
+        est.fit(conn, FEATURES, "y", eval_set=holdout)
+        return est
+
+    first, second = fit(train, 2), fit(train, 4)  # other params, same data
+    assert first.fit_profile_["matrix_reused"] is False
+    assert second.fit_profile_["matrix_reused"] is True
+    # the same rows under another name: built afresh, and the model is the same
+    copy = DataConnector.from_parquet(write_parquet(frame.iloc[:2400], tmp_path / "copy.parquet"))
+    fresh = fit(copy, 4)
+    assert fresh.fit_profile_["matrix_reused"] is False
+    x = frame[FEATURES].to_numpy()
+    assert (second.predict(frame) == fresh.predict(frame)).all()
+    assert second.get_eval_results() == fresh.get_eval_results()
+    assert not (first.get_booster().inplace_predict(x) == second.get_booster().inplace_predict(x)).all()
+
+
+def test_a_rewritten_file_is_read_again(ray_cluster, tmp_path):
+    from trainflow.data import DataConnector
+
+    frame = regression_frame(1200, seed=8)
+    path = write_parquet(frame, tmp_path / "t.parquet")
+    conn = DataConnector.from_parquet(path)
+    before = XGBEstimator(n_estimators=4).fit(conn, FEATURES, "y")
+    changed = frame.assign(y=frame["y"] * 10)
+    write_parquet(changed, path)  # same path, new values
+    est = XGBEstimator(n_estimators=4)
+    after = est.fit(DataConnector.from_parquet(path), FEATURES, "y")
+    assert est.fit_profile_["matrix_reused"] is False
+    x = frame[FEATURES].to_numpy()
+    assert abs(after.inplace_predict(x).mean()) > 5 * abs(before.inplace_predict(x).mean())

@@ -84,6 +84,10 @@ class DataConnector:
     def describe(self) -> str:
         return self._source.describe()
 
+    def identity(self) -> str | None:
+        """See Source.identity: names these rows as they are now, or None."""
+        return self._source.identity()
+
     def is_stable(self) -> bool:
         """Whether reading twice gives the same rows in the same order (then it splits in place)."""
         return self._source.is_stable()

@@ -103,6 +103,9 @@ class SnapshotSource(Source):
     def describe(self) -> str:
         return self.info.origin
 
+    def identity(self) -> str | None:
+        return "snapshot:" + repr([(self.refs[s.block].hex(), s.start, s.stop) for s in self.slices])
+
     def release(self) -> None:
         """Drop this handle's references to the blocks (the object store frees them with the last)."""
         self.refs, self.slices = [], []

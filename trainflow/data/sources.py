@@ -72,6 +72,12 @@ class Source:
     def count_rows(self) -> int:
         raise NotImplementedError
 
+    def identity(self) -> str | None:
+        """A name for exactly these rows as they are now (files with their size and modification
+        time, object-store blocks), or None when that cannot be told cheaply. Equal identities mean
+        equal values, so a warm worker may reuse what it built from them (distributors/matrix.py)."""
+        return None
+
     def split(self, n: int, equal: bool = False) -> list[Source]:
         raise NotImplementedError
 
@@ -206,6 +212,17 @@ class ParquetSource(Source):
     def describe(self) -> str:
         return f"Parquet {mask_text(self.location)!r}"
 
+    def identity(self) -> str | None:
+        fs, _ = self._fs_and_files()
+        pieces = self._all_pieces()
+        files = sorted({p.path for p in pieces})
+        stats = []
+        for info in fs.get_file_info(files):
+            if info.mtime_ns is None or info.size is None:
+                return None  # a store that does not say when a file changed
+            stats.append((info.path, info.size, info.mtime_ns))
+        return "parquet:" + repr((stats, [(p.path, p.row_group, p.start, p.stop) for p in pieces], self.columns))
+
 
 # ---------------------------------------------------------------------------------- in-memory
 class ArrowSource(Source):
@@ -270,6 +287,10 @@ class ArrowSource(Source):
 
     def describe(self) -> str:
         return "in-memory table"
+
+    def identity(self) -> str | None:
+        # an object-store object never changes, and its id is never reused
+        return f"arrow:{self._ref.hex()}:{self.start}:{self.stop}" if self._ref is not None else None
 
 
 # --------------------------------------------------------------------------------- Ray Dataset
@@ -358,6 +379,10 @@ class ConcatSource(Source):
     def _read_batches(self, columns, batch_rows):
         for part in self.parts:
             yield from part.iter_batches(columns, batch_rows)
+
+    def identity(self) -> str | None:
+        parts = [p.identity() for p in self.parts]
+        return None if None in parts else "concat:" + repr(parts)
 
     def describe(self) -> str:
         return self.label

@@ -69,6 +69,8 @@ class WorkerResult:
     model: bytes
     history: dict[str, dict[str, list[float]]]
     best_iteration: int | None = None
+    # rank 0's seconds reading/binning (ingest_s) and boosting (train_s), and whether it reused a matrix
+    profile: dict[str, Any] = field(default_factory=dict)
 
 
 class BoostingAdapter:
@@ -261,6 +263,7 @@ class DistributedBoostingEstimator:
         self.booster_ = self._adapter.load(result.model)
         self.eval_results_ = result.history
         self.best_iteration_ = result.best_iteration
+        self.fit_profile_ = dict(result.profile)
 
     # -------------------------------------------------------------------- fitted state
     def _fitted(self) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -456,6 +457,7 @@ class _LightGBMAdapter(BoostingAdapter):
     # ---------------------------------------------------------------- worker side
     def train(self, job: WorkerJob, member: GangMember, resume: ResumeState | None) -> WorkerResult:
         rank, world_size = member.rank, member.world_size
+        started = time.perf_counter()
         params = dict(job.params)
         stopping = self.early_stopping(params)  # fit refused it without an eval set
         _pop_all(params, _EARLY_STOPPING)
@@ -523,6 +525,7 @@ class _LightGBMAdapter(BoostingAdapter):
             callbacks.extend(before_round)  # they cannot stop the fit (lgb.train raises what they raise)
         if after_round:
             callbacks.append(_RankZeroCallbacks(after_round, rank, peers))
+        ingest_s = time.perf_counter() - started
         booster = lgb.train(params, dtrain, num_boost_round=job.num_rounds - (resume.rounds_done if resume else 0),
                             valid_sets=valid_sets, valid_names=names, callbacks=callbacks, init_model=init_model)
         if world_size > 1:
@@ -538,7 +541,8 @@ class _LightGBMAdapter(BoostingAdapter):
         # model_to_string keeps the trees up to the best iteration when early stopping found one
         model = booster.model_to_string(num_iteration=best)
         history = join_history(before, history)
-        return WorkerResult(model.encode(), history, best)
+        profile = {"ingest_s": ingest_s, "train_s": time.perf_counter() - started - ingest_s, "matrix_reused": False}
+        return WorkerResult(model.encode(), history, best, profile)
 
     @staticmethod
     def _shared_bins(job: WorkerJob, params: dict[str, Any], chunks, counts: list[int], peers: _Peers,

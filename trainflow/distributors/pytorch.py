@@ -157,6 +157,21 @@ class PyTorchScalingConfig:
                              resources_per_worker=resources, placement_strategy=strategy)
 
 
+def default_scaling(nodes: list) -> PyTorchScalingConfig:
+    """Without a scaling config the resources are used automatically (Snowflake's rule): on the
+    biggest node, one worker per GPU with its share of the CPUs, or one worker with every CPU."""
+    if not nodes:
+        return PyTorchScalingConfig()
+    gpu_nodes = [n for n in nodes if n.gpus >= 1]
+    if gpu_nodes:
+        node = max(gpu_nodes, key=lambda n: (n.gpus, n.cpus))
+        gpus = int(node.gpus)
+        return PyTorchScalingConfig(num_workers_per_node=gpus, resource_requirements_per_worker=WorkerResourceConfig(
+            num_cpus=max(1, math.floor(node.cpus / gpus)), num_gpus=1))
+    node = max(nodes, key=lambda n: n.cpus)
+    return PyTorchScalingConfig(resource_requirements_per_worker=WorkerResourceConfig(num_cpus=max(1, math.floor(node.cpus))))
+
+
 def check_resources(scaling: PyTorchScalingConfig, nodes: list) -> None:
     """Refuse, before any worker starts, what the cluster can never hold (Ray would wait forever)."""
     res = scaling.resources
@@ -360,7 +375,7 @@ class PyTorchDistributor:
     def __init__(self, train_func: Callable[[], Any], scaling_config: PyTorchScalingConfig | None = None,
                  *, max_restarts: int = DEFAULT_MAX_RESTARTS):
         self.train_func = train_func
-        self.scaling_config = scaling_config or PyTorchScalingConfig()
+        self.scaling_config = scaling_config  # None: decided from the cluster in run() (default_scaling)
         self.max_restarts = max_restarts
 
     def run(self, *, dataset_map: Mapping[str, Any] | None = None,
@@ -379,15 +394,18 @@ class PyTorchDistributor:
 
         _check_train_func(self.train_func)
         scaling = self.scaling_config
-        if not isinstance(scaling, PyTorchScalingConfig):
+        if scaling is not None and not isinstance(scaling, PyTorchScalingConfig):
             raise ConfigError(f"scaling_config must be a PyTorchScalingConfig, got {type(scaling).__name__}.")
-        scaling.check()
+        if scaling is not None:
+            scaling.check()
         restarts = check_restarts(self.max_restarts)
         data = _check_dataset_map(dataset_map)
         params = _check_hyper_params(hyper_params)
         location = resolve_location(artifact_stage_location)
         ensure_cluster()
-        check_resources(scaling, cluster_nodes())
+        nodes = cluster_nodes()
+        scaling = scaling if scaling is not None else default_scaling(nodes)
+        check_resources(scaling, nodes)
         # Every worker splits the same rows: a query is read once here, not once per worker.
         data = {name: value.snapshot() if hasattr(value, "snapshot") else value for name, value in data.items()}
 

@@ -6,6 +6,7 @@ interface for custom launchers) through a RabitTracker that the fit starts for e
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from trainflow.distributors.checkpoint import (
 )
 from trainflow.distributors.controller import GangMember, Rendezvous
 from trainflow.distributors.ingest import read_shard
+from trainflow.distributors.matrix import CACHE, matrix_key
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.pool import WorkerAddress
 from trainflow.distributors.progress import format_metrics
@@ -188,16 +190,10 @@ class _XGBAdapter(BoostingAdapter):
     def _train(self, job: WorkerJob, rank: int, world_size: int, resume: ResumeState | None) -> WorkerResult:
         params = dict(job.params)
         early_stopping = params.pop("early_stopping_rounds", None)
-        dtrain = xgb.QuantileDMatrix(
-            _ChunkIter(read_shard(job.train_shards[rank], job.input_cols, job.label_col, "the training data"),
-                       job.input_cols),
-            nthread=job.cpus,
-        )
-        evals = [(dtrain, "train")]
-        if job.eval_shards is not None:
-            chunks = read_shard(job.eval_shards[rank], job.input_cols, job.label_col, "the eval_set")
-            deval = xgb.QuantileDMatrix(_ChunkIter(chunks, job.input_cols), ref=dtrain, nthread=job.cpus)
-            evals.append((deval, "eval"))
+        started = time.perf_counter()
+        dtrain, deval, reused = self._matrices(job, rank, world_size, params.get("max_bin"))
+        ingest_s = time.perf_counter() - started
+        evals = [(dtrain, "train")] + ([(deval, "eval")] if deval is not None else [])
         before = resume.history if resume else {}
         callbacks = [_Checkpoint(job, rank, before)]
         if job.progress is not None and rank == 0:
@@ -216,7 +212,37 @@ class _XGBAdapter(BoostingAdapter):
         # The model leaves the worker configured for CPU prediction (where fitted models are mostly
         # used); a device=cuda booster given numpy rows warns about mismatched devices on every call.
         booster.set_param({"device": "cpu"})
-        return WorkerResult(bytes(booster.save_raw("ubj")), join_history(before, history), best)
+        profile = {"ingest_s": ingest_s, "train_s": time.perf_counter() - started - ingest_s, "matrix_reused": reused}
+        return WorkerResult(bytes(booster.save_raw("ubj")), join_history(before, history), best, profile)
+
+    @staticmethod
+    def _matrices(job: WorkerJob, rank: int, world_size: int, max_bin: int | None):
+        """(train, eval or None, reused): this rank's QuantileDMatrix pair, from the warm worker's
+        cache when it already built it for the same data and binning (distributors/matrix.py)."""
+        binning = ("xgboost.QuantileDMatrix", max_bin)
+        train_key = matrix_key(job.train_shards, rank, job.input_cols, job.label_col, job.categories, binning)
+        eval_key = None
+        if job.eval_shards is not None and train_key is not None:
+            eval_key = matrix_key(job.eval_shards, rank, job.input_cols, job.label_col, job.categories,
+                                  (*binning, train_key))
+        hit = train_key in CACHE and (job.eval_shards is None or eval_key in CACHE)
+        if world_size > 1:  # building a matrix is a collective step: every rank builds, or none
+            from xgboost import collective
+
+            hit = int(collective.allreduce(np.array([int(hit)], dtype=np.int32), collective.Op.MIN)[0]) == 1
+        if hit:
+            return CACHE.get(train_key), CACHE.get(eval_key) if eval_key is not None else None, True
+        chunks = read_shard(job.train_shards[rank], job.input_cols, job.label_col, "the training data")
+        dtrain = xgb.QuantileDMatrix(_ChunkIter(chunks, job.input_cols), nthread=job.cpus, max_bin=max_bin)
+        del chunks
+        deval = None
+        if job.eval_shards is not None:
+            chunks = read_shard(job.eval_shards[rank], job.input_cols, job.label_col, "the eval_set")
+            deval = xgb.QuantileDMatrix(_ChunkIter(chunks, job.input_cols), ref=dtrain, nthread=job.cpus,
+                                        max_bin=max_bin)
+        CACHE.put(train_key, dtrain)
+        CACHE.put(eval_key, deval)
+        return dtrain, deval, False
 
     def load(self, raw: bytes) -> xgb.Booster:
         booster = xgb.Booster()
