@@ -10,7 +10,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install test demo serve warehouse bench soak clean
+.PHONY: install test test-slow demo serve warehouse bench soak clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ serve: warehouse
 
 test: install
 	$(BIN)/python -m pytest
+
+# Multi-node clusters and long worker-kill tests (CI runs them after `make test`).
+test-slow: install
+	$(BIN)/python -m pytest -m slow
 
 bench: install
 	$(BIN)/python bench/run.py

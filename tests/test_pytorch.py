@@ -466,6 +466,7 @@ MULTI_NODE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # two raylets
 def test_multi_node_ranks_and_model_location(tmp_path):
     """2 raylets × 1 CPU: one worker per node (node ranks 0 and 1, local rank 0), model in the stage."""
     env = dict(os.environ)

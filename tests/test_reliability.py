@@ -165,6 +165,7 @@ def credit_mlp_killed_at(epoch: int, marker: str, log: str, once: bool = True):
     return train_func
 
 
+@pytest.mark.slow  # a Ray Train worker group per attempt: ~30 s each on 2 cores
 def test_killed_pytorch_worker_resumes_from_the_last_epoch_checkpoint(ray_cluster, tmp_path):
     from trainflow.data import ShardedDataConnector
     from trainflow.data.demo import credit_frame
@@ -192,6 +193,7 @@ def test_killed_pytorch_worker_resumes_from_the_last_epoch_checkpoint(ray_cluste
     assert sorted(p.name for p in model_dir.iterdir()) == ["model.json", "model.pt"]
 
 
+@pytest.mark.slow  # a Ray Train worker group per attempt: ~30 s each on 2 cores
 def test_pytorch_restarts_are_bounded(ray_cluster, tmp_path):
     from trainflow.data import ShardedDataConnector
     from trainflow.data.demo import credit_frame
@@ -224,6 +226,7 @@ def test_lightgbm_with_early_stopping_restarts_from_round_0(ray_cluster, data, t
     np.testing.assert_allclose(booster.predict(x), whole.predict(x), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow  # a Ray Train worker group per attempt: ~30 s each on 2 cores
 def test_an_error_a_restart_cannot_fix_is_not_retried(ray_cluster, tmp_path):
     """A trainflow DataError in a worker is recorded: the restarted groups raise it without running
     the training function again (Ray Train itself would retry it max_restarts times)."""
@@ -249,6 +252,7 @@ def test_an_error_a_restart_cannot_fix_is_not_retried(ray_cluster, tmp_path):
     assert sorted(line.split()[1] for line in log.read_text().splitlines()) == ["0", "1"]  # one attempt
 
 
+@pytest.mark.slow  # a Ray Train worker group per attempt: ~30 s each on 2 cores
 def test_a_checkpoint_state_that_cannot_be_resumed_fails_at_once(ray_cluster, tmp_path):
     """A numpy array in the state saves fine but torch.load(weights_only=True) refuses it: the first
     report says so (a ConfigError, not retried) instead of every restart failing later."""

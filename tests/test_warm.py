@@ -182,7 +182,7 @@ def test_idle_workers_and_the_pool_are_released_after_the_idle_timeout(tmp_path)
     subprocess.run([sys.executable, "-c", IDLE_PROBE, str(out)], check=True, env=env, timeout=240,
                    cwd=os.path.dirname(os.path.dirname(__file__)))
     result = json.loads(out.read_text())
-    assert result["after_fit"] == {"workers": 1, "busy": 0, "idle": 1}
+    assert result["after_fit"] == {"workers": 1, "busy": 0, "idle": 1, "nodes": 1}
     assert result["pool_gone"], result
 
 
@@ -237,3 +237,72 @@ def test_a_rewritten_file_is_read_again(ray_cluster, tmp_path):
     assert est.fit_profile_["matrix_reused"] is False
     x = frame[FEATURES].to_numpy()
     assert abs(after.inplace_predict(x).mean()) > 5 * abs(before.inplace_predict(x).mean())
+
+
+# ------------------------------------------------------------------------------- two raylets
+MULTI_NODE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import ray
+    from ray.cluster_utils import Cluster
+
+    out = sys.argv[1]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+
+    from tests.conftest import regression_frame
+    from trainflow.data.rank import current_rank_and_world
+    from trainflow.distributors.lightgbm import LightGBMEstimator
+    from trainflow.distributors.pool import pool_stats
+    from trainflow.distributors.xgboost import XGBEstimator
+
+    import xgboost as xgb
+
+    class Where(xgb.callback.TrainingCallback):  # rank 0 only: says where it ran
+        def after_training(self, model):
+            with open(out + "-rank0.json", "w") as fh:
+                json.dump({"node": ray.get_runtime_context().get_node_id(),
+                           "rank_world": list(current_rank_and_world())}, fh)
+            return model
+
+    frame = regression_frame(4000, seed=11)
+    features = ["f0", "f1", "f2", "f3"]
+    x, y = frame[features].to_numpy(), frame["y"].to_numpy()
+    est = XGBEstimator(n_estimators=20, params={"max_depth": 4}, callbacks=[Where()])
+    est.fit(frame, features, "y")  # default scaling: one worker per node
+    plain = xgb.train({"max_depth": 4, "tree_method": "hist", "nthread": 1}, xgb.DMatrix(x, label=y), 20)
+    rmse = lambda p: float(np.sqrt(np.mean((p - y) ** 2)))
+    lgb = LightGBMEstimator(n_estimators=20).fit(frame, features, "y")
+    import lightgbm
+    plain_lgb = lightgbm.train({"objective": "regression", "verbosity": -1, "num_threads": 1},
+                               lightgbm.Dataset(x, label=y), 20)
+    result = {"workers": est.placement_.num_workers, "rmse": rmse(est.get_booster().inplace_predict(x)),
+              "plain_rmse": rmse(plain.inplace_predict(x)), "lgb_rmse": rmse(lgb.predict(x)), "plain_lgb_rmse": rmse(plain_lgb.predict(x)),
+              "pool": pool_stats(), "nodes": len([n for n in ray.nodes() if n["Alive"]])}
+    with open(out, "w") as fh:
+        json.dump(result, fh)
+    ray.shutdown()
+    cluster.shutdown()
+    """
+)
+
+
+@pytest.mark.slow
+def test_boosting_on_two_raylets_trains_one_warm_worker_per_node(tmp_path):
+    """2 raylets × 1 CPU: default scaling puts one worker on each node (the placement group's
+    bundles, each leased a pool worker on its node), and the model is as good as one process's."""
+    out = tmp_path / "multi.json"
+    env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"))
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([sys.executable, "-c", MULTI_NODE, str(out)], check=True, env=env, timeout=600,
+                   cwd=os.path.dirname(os.path.dirname(__file__)))
+    result = json.loads(out.read_text())
+    rank0 = json.loads((tmp_path / "multi.json-rank0.json").read_text())
+    assert result["nodes"] == 2 and result["workers"] == 2
+    assert rank0["rank_world"] == [0, 2]
+    assert result["pool"] == {"workers": 2, "busy": 0, "idle": 2, "nodes": 2}  # one warm worker per node
+    assert result["rmse"] <= 1.02 * result["plain_rmse"], result
+    assert result["lgb_rmse"] <= 1.02 * result["plain_lgb_rmse"], result

@@ -125,7 +125,8 @@ def _pool_cls():
 
         async def stats(self) -> dict[str, int]:
             busy = sum(1 for s in self._slots.values() if s["busy"])
-            return {"workers": len(self._slots), "busy": busy, "idle": len(self._slots) - busy}
+            return {"workers": len(self._slots), "busy": busy, "idle": len(self._slots) - busy,
+                    "nodes": len({s["node"] for s in self._slots.values()})}
 
         def _start_reaper(self) -> None:
             import asyncio
@@ -169,13 +170,13 @@ def _pool():
 
 
 def pool_stats() -> dict[str, int]:
-    """{"workers", "busy", "idle"} of this cluster's pool (zeros when there is none)."""
+    """{"workers", "busy", "idle", "nodes"} of this cluster's pool (zeros when there is none)."""
     import ray
 
     try:
         handle = ray.get_actor(POOL_NAME, namespace=NAMESPACE)
     except ValueError:
-        return {"workers": 0, "busy": 0, "idle": 0}
+        return {"workers": 0, "busy": 0, "idle": 0, "nodes": 0}
     return bounded_get(handle.stats.remote(), "the worker pool's statistics", _LEASE_TIMEOUT_S)
 
 
