@@ -38,6 +38,15 @@ def proc_status(pid: int | str = "self") -> dict[str, int]:
     return out
 
 
+def _reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets VmHWM to the current RSS (per-fit peaks in a reused process)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
 class _Marks:
     def __init__(self, path: str):
         self.path = path
@@ -55,6 +64,7 @@ class _Marks:
         self.path = state["path"]
         self._fresh()
         self.marks["unpickled"] = time.time()
+        _reset_peak_rss()  # a warm worker's VmHWM would otherwise hold an earlier fit's peak
         self.mem["unpickled"] = proc_status()
 
     def mark(self, name: str, memory: bool = False) -> None:
