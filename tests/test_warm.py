@@ -158,7 +158,23 @@ IDLE_PROBE = textwrap.dedent(
     ensure_cluster(num_cpus=2)
     data = regression_frame(300, seed=1)
     XGBEstimator(n_estimators=2).fit(data, ["f0", "f1", "f2", "f3"], "y")
+    deadline = time.monotonic() + 30
+    while pool_stats()["busy"] and time.monotonic() < deadline:  # the fit gives its lease back asynchronously
+        time.sleep(0.05)
     out = {"after_fit": pool_stats()}
+    # a lease that is never given back: the process that took it dies (killed mid-fit)
+    from trainflow.distributors.pool import _acquire, _pool
+
+    @ray.remote(num_cpus=0)
+    class Leaser:
+        def take(self):
+            self.token = ray.put(None)  # what a fit's lease is tied to (pool.py)
+            _acquire(_pool(), [ray.get_runtime_context().get_node_id()], self.token)
+
+    leaser = Leaser.remote()
+    ray.get(leaser.take.remote(), timeout=60)
+    out["leaked"] = pool_stats()
+    ray.kill(leaser)
     deadline = time.monotonic() + 60
     gone = False
     while time.monotonic() < deadline and not gone:
@@ -175,7 +191,7 @@ IDLE_PROBE = textwrap.dedent(
 )
 
 
-def test_idle_workers_and_the_pool_are_released_after_the_idle_timeout(tmp_path):
+def test_idle_workers_leaked_leases_and_the_pool_are_released_after_the_idle_timeout(tmp_path):
     out = tmp_path / "idle.json"
     env = dict(os.environ, TRAINFLOW_POOL_IDLE_S="1", RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"))
     env.pop("RAY_ADDRESS", None)
@@ -183,6 +199,7 @@ def test_idle_workers_and_the_pool_are_released_after_the_idle_timeout(tmp_path)
                    cwd=os.path.dirname(os.path.dirname(__file__)))
     result = json.loads(out.read_text())
     assert result["after_fit"] == {"workers": 1, "busy": 0, "idle": 1, "nodes": 1}
+    assert result["leaked"]["busy"] == 1
     assert result["pool_gone"], result
 
 
@@ -279,6 +296,10 @@ MULTI_NODE = textwrap.dedent(
     import lightgbm
     plain_lgb = lightgbm.train({"objective": "regression", "verbosity": -1, "num_threads": 1},
                                lightgbm.Dataset(x, label=y), 20)
+    import time
+    deadline = time.monotonic() + 30
+    while pool_stats()["busy"] and time.monotonic() < deadline:  # leases come back asynchronously
+        time.sleep(0.05)
     result = {"workers": est.placement_.num_workers, "rmse": rmse(est.get_booster().inplace_predict(x)),
               "plain_rmse": rmse(plain.inplace_predict(x)), "lgb_rmse": rmse(lgb.predict(x)), "plain_lgb_rmse": rmse(plain_lgb.predict(x)),
               "pool": pool_stats(), "nodes": len([n for n in ray.nodes() if n["Alive"]])}

@@ -5,8 +5,9 @@ worker already read, converted and binned, instead of reading its shard again. T
 matrix depends on: every shard of the fit (bins are agreed across workers, so another worker's rows
 count too) and this rank, the columns and label, the category lists, and the framework's binning
 parameters. Data that cannot name itself (a SQL query, a Ray Dataset: `Source.identity()` is None) is
-never cached. Each worker process keeps `TRAINFLOW_MATRIX_CACHE` matrices (default 2: one fit's
-training and eval matrices; 0 turns reuse off); they go with the worker when it is idle for long.
+never cached. Each worker process keeps `TRAINFLOW_MATRIX_CACHE` matrices (default 2: the last fit's
+training and eval matrices; 0 turns reuse off), dropped before it builds matrices for other data, so
+a worker never holds two fits' data at once; they go with the worker when it is idle for long.
 """
 from __future__ import annotations
 

@@ -232,6 +232,7 @@ class _XGBAdapter(BoostingAdapter):
             hit = int(collective.allreduce(np.array([int(hit)], dtype=np.int32), collective.Op.MIN)[0]) == 1
         if hit:
             return CACHE.get(train_key), CACHE.get(eval_key) if eval_key is not None else None, True
+        CACHE.clear()  # other data: an earlier fit's matrices must not share the worker's memory with these
         chunks = read_shard(job.train_shards[rank], job.input_cols, job.label_col, "the training data")
         dtrain = xgb.QuantileDMatrix(_ChunkIter(chunks, job.input_cols), nthread=job.cpus, max_bin=max_bin)
         del chunks
