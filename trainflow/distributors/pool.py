@@ -99,7 +99,9 @@ def _pool_cls():
                 slot = next((s for s in self._slots.values() if not s["busy"] and s["node"] == node), None)
                 warm = slot is not None
                 if slot is None:
-                    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+                    from ray.util.scheduling_strategies import (
+                        NodeAffinitySchedulingStrategy,
+                    )
 
                     handle = _worker_cls().options(
                         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
