@@ -152,7 +152,7 @@ IDLE_PROBE = textwrap.dedent(
     import ray
     from tests.conftest import regression_frame
     from trainflow.cluster import ensure_cluster
-    from trainflow.distributors.pool import NAMESPACE, POOL_NAME, pool_stats
+    from trainflow.distributors.pool import NAMESPACE, pool_name, pool_stats
     from trainflow.distributors.xgboost import XGBEstimator
 
     ensure_cluster(num_cpus=2)
@@ -179,7 +179,7 @@ IDLE_PROBE = textwrap.dedent(
     gone = False
     while time.monotonic() < deadline and not gone:
         try:
-            ray.get_actor(POOL_NAME, namespace=NAMESPACE)
+            ray.get_actor(pool_name(), namespace=NAMESPACE)
             time.sleep(0.2)
         except ValueError:
             gone = True
@@ -193,7 +193,7 @@ IDLE_PROBE = textwrap.dedent(
 
 def test_idle_workers_leaked_leases_and_the_pool_are_released_after_the_idle_timeout(tmp_path):
     out = tmp_path / "idle.json"
-    env = dict(os.environ, TRAINFLOW_POOL_IDLE_S="1", RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"))
+    env = dict(os.environ, TRAINFLOW_POOL_IDLE_S="3", RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"))
     env.pop("RAY_ADDRESS", None)
     subprocess.run([sys.executable, "-c", IDLE_PROBE, str(out)], check=True, env=env, timeout=240,
                    cwd=os.path.dirname(os.path.dirname(__file__)))
@@ -327,3 +327,23 @@ def test_boosting_on_two_raylets_trains_one_warm_worker_per_node(tmp_path):
     assert result["pool"] == {"workers": 2, "busy": 0, "idle": 2, "nodes": 2}  # one warm worker per node
     assert result["rmse"] <= 1.02 * result["plain_rmse"], result
     assert result["lgb_rmse"] <= 1.02 * result["plain_lgb_rmse"], result
+
+
+def test_a_bounded_wait_on_an_actor_task_ends_in_a_resource_error(ray_cluster):
+    """Ray refuses force-cancelling an actor's task; the timeout must still say what was awaited."""
+    import threading
+
+    from trainflow.errors import ResourceError
+    from trainflow.waiting import bounded_get
+
+    @ray_cluster.remote(num_cpus=0)
+    class Stuck:
+        def wait(self) -> None:
+            threading.Event().wait(120)
+
+    stuck = Stuck.remote()
+    try:
+        with pytest.raises(ResourceError, match="the stuck actor"):
+            bounded_get(stuck.wait.remote(), "the stuck actor", timeout_s=1.0)
+    finally:
+        ray_cluster.kill(stuck)

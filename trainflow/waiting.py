@@ -42,7 +42,10 @@ def bounded_get(refs: Any, what: str, timeout_s: float | None = None) -> Any:
         return ray.get(refs, timeout=timeout)
     except GetTimeoutError:
         for ref in refs if isinstance(refs, list) else [refs]:
-            ray.cancel(ref, force=True)
+            try:
+                ray.cancel(ref, force=True)
+            except ValueError:  # an actor's task: Ray only cancels those without force
+                ray.cancel(ref)
         raise ResourceError(
             f"Gave up after {timeout:g}s waiting for {what}. The tasks need free CPUs: the cluster's "
             "CPUs may be held by other work (see `ray status`). Free them, add nodes, or raise "

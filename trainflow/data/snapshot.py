@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import functools
 import time
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -36,6 +37,8 @@ class SnapshotInfo:
     blocks: int
     nbytes: int
     seconds: float
+    # unique per read: a retried task makes objects with the same ids, perhaps of other rows
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ class SnapshotSource(Source):
         return self.info.origin
 
     def identity(self) -> str | None:
-        return "snapshot:" + repr([(self.refs[s.block].hex(), s.start, s.stop) for s in self.slices])
+        return f"snapshot:{self.info.uid}:" + repr([(self.refs[s.block].hex(), s.start, s.stop) for s in self.slices])
 
     def release(self) -> None:
         """Drop this handle's references to the blocks (the object store frees them with the last)."""

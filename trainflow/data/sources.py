@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob as _glob
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -232,11 +233,13 @@ class ArrowSource(Source):
     and only its reference travels; shards are slices of that one object.
     """
 
-    def __init__(self, table: pa.Table | None = None, ref=None, start: int = 0, stop: int | None = None):
+    def __init__(self, table: pa.Table | None = None, ref=None, start: int = 0, stop: int | None = None,
+                 uid: str | None = None):
         self._table = table
         self._ref = ref
         self.start = start
         self.stop = stop
+        self._uid = uid  # names this table once it is in the object store (see identity)
 
     def _full(self) -> pa.Table:
         if self._table is None:
@@ -257,12 +260,13 @@ class ArrowSource(Source):
             from trainflow.cluster import ensure_cluster
 
             ensure_cluster()
-            self._ref = ray.put(self._table)
-        return {"ref": self._ref, "start": self.start, "stop": self.stop}
+            self._ref, self._uid = ray.put(self._table), uuid.uuid4().hex
+        return {"ref": self._ref, "start": self.start, "stop": self.stop, "uid": self._uid}
 
     def __setstate__(self, state):
         self._table = None
         self._ref, self.start, self.stop = state["ref"], state["start"], state["stop"]
+        self._uid = state.get("uid")
 
     def _read_schema(self) -> pa.Schema:
         return self._full().schema
@@ -274,7 +278,7 @@ class ArrowSource(Source):
     def split(self, n: int, equal: bool = False) -> list[Source]:
         self.__getstate__()  # make sure shards share one object-store copy
         return [
-            ArrowSource(self._table, self._ref, self.start + a, self.start + b)
+            ArrowSource(self._table, self._ref, self.start + a, self.start + b, self._uid)
             for a, b in row_ranges(self.count_rows(), n, equal)
         ]
 
@@ -289,8 +293,9 @@ class ArrowSource(Source):
         return "in-memory table"
 
     def identity(self) -> str | None:
-        # an object-store object never changes, and its id is never reused
-        return f"arrow:{self._ref.hex()}:{self.start}:{self.stop}" if self._ref is not None else None
+        # an object-store object never changes; the uid, made when it was put, tells apart the objects
+        # a retried task puts under the same id
+        return f"arrow:{self._uid}:{self._ref.hex()}:{self.start}:{self.stop}" if self._uid else None
 
 
 # --------------------------------------------------------------------------------- Ray Dataset

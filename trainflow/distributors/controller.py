@@ -79,17 +79,26 @@ def run_fit(job: WorkerJob, placement: Placement, max_restarts: int, name: str) 
     try:
         with reserve(placement.num_workers, placement.cpus_per_worker, placement.use_gpu, name) as reservation:
             while True:
-                with reservation.gang() as gang:
-                    outcome = _attempt(adapter, job, gang, attempt, resume)
+                try:
+                    with reservation.gang() as gang:
+                        outcome = _attempt(adapter, job, gang, attempt, resume)
+                except _lost_errors() as exc:  # a worker lost while the attempt was being set up
+                    outcome = Failure(0, exc, lost=True)
                 if not isinstance(outcome, Failure):
                     return outcome
                 decision = after_failure(outcome, attempt, max_restarts)
                 if decision != RESTART:
-                    raise decision from None
+                    raise decision from (None if decision is outcome.error else outcome.error)
                 attempt += 1
                 resume = job.checkpoints.latest()
     finally:
         job.checkpoints.remove()
+
+
+def _lost_errors() -> tuple[type[BaseException], ...]:
+    from ray.exceptions import RayActorError
+
+    return (RayActorError,)
 
 
 def _attempt(adapter: BoostingAdapter, job: WorkerJob, gang: Gang, attempt: int,

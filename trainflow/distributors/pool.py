@@ -25,7 +25,7 @@ from typing import Any
 from trainflow.errors import ResourceError
 from trainflow.waiting import bounded_get
 
-POOL_NAME = "trainflow-worker-pool"
+POOL_PREFIX = "trainflow-worker-pool"
 NAMESPACE = "trainflow"
 IDLE_ENV = "TRAINFLOW_POOL_IDLE_S"
 DEFAULT_IDLE_S = 300.0
@@ -145,10 +145,13 @@ def _pool_cls():
                 for slot_id, slot in list(self._slots.items()):
                     if now - slot["since"] <= self._idle_s:
                         continue
-                    if slot["busy"] and await _owner_alive(slot["owner"]):
+                    owner = slot.get("owner") if slot["busy"] else None
+                    if owner is not None and await _owner_alive(owner):
                         continue  # a long fit
+                    if self._slots.get(slot_id) is not slot or slot.get("owner") is not owner:
+                        continue  # released or leased again while the owner was checked
                     # idle for long, or leased by a process that died without giving it back
-                    del self._slots[slot_id]
+                    self._slots.pop(slot_id, None)
                     _kill(slot["handle"])
                 if not self._slots and now - self._last_use > self._idle_s:
                     _kill(ray.get_runtime_context().current_actor)  # detached: nothing else ends it
@@ -198,8 +201,16 @@ def _kill(handle: Any) -> None:
         ray.kill(handle, no_restart=True)
 
 
+def pool_name() -> str:
+    """One pool per Ray job: a later job (other code, another runtime env) never gets these workers.
+    Fits inside the job's tasks (the pipeline's RayTaskRunner) share it."""
+    import ray
+
+    return f"{POOL_PREFIX}-{ray.get_runtime_context().get_job_id()}"
+
+
 def _pool():
-    return _pool_cls().options(name=POOL_NAME, namespace=NAMESPACE, lifetime="detached",
+    return _pool_cls().options(name=pool_name(), namespace=NAMESPACE, lifetime="detached",
                                get_if_exists=True).remote(idle_timeout_s())
 
 
@@ -208,7 +219,7 @@ def pool_stats() -> dict[str, int]:
     import ray
 
     try:
-        handle = ray.get_actor(POOL_NAME, namespace=NAMESPACE)
+        handle = ray.get_actor(pool_name(), namespace=NAMESPACE)
     except ValueError:
         return {"workers": 0, "busy": 0, "idle": 0, "nodes": 0}
     return bounded_get(handle.stats.remote(), "the worker pool's statistics", _LEASE_TIMEOUT_S)
@@ -242,9 +253,8 @@ def reserve(num_workers: int, cpus: int, use_gpu: bool, name: str) -> Iterator[R
                             name=f"trainflow-{name}-{uuid.uuid4().hex[:8]}")
     try:
         # Placement was checked against the cluster's totals, so this only waits for CPUs that other
-        # work holds, as Ray Train would.
-        while not group.wait(timeout_seconds=30):
-            pass
+        # work holds, as Ray Train would, up to the task timeout.
+        _wait_placed(group, num_workers, cpus, use_gpu)
         yield Reservation(group, num_workers, cpus, use_gpu)
     finally:
         with contextlib.suppress(Exception):
@@ -275,8 +285,7 @@ class Reservation:
         pool, slots, ranks = None, [], []
         gang = None
         try:
-            while not self.group.wait(timeout_seconds=30):  # after a lost node, Ray places its bundles anew
-                pass
+            _wait_placed(self.group, self.num_workers, self.cpus, self.use_gpu)  # after a lost node: placed anew
             nodes = self.nodes()
             pool = _pool()
             token = ray.put(None)  # owned by this process: the pool sees when it dies mid-lease
@@ -319,6 +328,18 @@ class Reservation:
         finally:
             for worker in workers:
                 _kill(worker)
+
+
+def _wait_placed(group: Any, num_workers: int, cpus: int, use_gpu: bool) -> None:
+    from trainflow.waiting import TIMEOUT_ENV, task_timeout_s
+
+    timeout = task_timeout_s()
+    if not group.wait(timeout_seconds=timeout):
+        raise ResourceError(
+            f"Gave up after {timeout:g}s waiting for {num_workers} worker(s) with {cpus} CPU(s)"
+            f"{' and 1 GPU' if use_gpu else ''} each: other work holds the cluster's CPUs (see `ray status`). "
+            f"Free them, add nodes, or raise {TIMEOUT_ENV}."
+        )
 
 
 def _acquire(pool: Any, nodes: list[str], token: Any) -> list[tuple[int, Any, bool]]:
