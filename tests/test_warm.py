@@ -347,3 +347,16 @@ def test_a_bounded_wait_on_an_actor_task_ends_in_a_resource_error(ray_cluster):
             bounded_get(stuck.wait.remote(), "the stuck actor", timeout_s=1.0)
     finally:
         ray_cluster.kill(stuck)
+
+
+def test_prewarmed_workers_are_the_ones_the_next_fit_leases(ray_cluster, tmp_path):
+    from trainflow.distributors.pool import pool_stats, prewarm
+
+    before = pool_stats()["workers"]
+    prewarm(before + 1, use_gpu=False)  # one more than the pool holds: one new process starts
+    deadline = time.monotonic() + 30
+    while pool_stats()["workers"] < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool_stats()["workers"] == before + 1
+    XGBEstimator(n_estimators=2).fit(regression_frame(300, seed=9), FEATURES, "y")
+    assert pool_stats()["workers"] == before + 1  # leased a prewarmed worker, made none

@@ -99,18 +99,22 @@ def _pool_cls():
                 slot = next((s for s in self._slots.values() if not s["busy"] and s["node"] == node), None)
                 warm = slot is not None
                 if slot is None:
-                    from ray.util.scheduling_strategies import (
-                        NodeAffinitySchedulingStrategy,
-                    )
-
-                    handle = _worker_cls().options(
-                        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-                        runtime_env={"env_vars": _thread_env(node)}).remote()
+                    handle = _new_worker(node)
                     self._next += 1
                     slot = self._slots[self._next] = {"id": self._next, "node": node, "handle": handle}
                 slot["busy"], slot["since"], slot["owner"] = True, _now(), owner[0]
                 taken.append((slot["id"], slot["handle"], warm))
             return taken
+
+        async def prewarm(self, node_id: str, count: int) -> None:
+            """At least `count` workers on `node_id`, starting now (idle until a fit leases them)."""
+            self._start_reaper()
+            self._last_use = _now()
+            have = sum(1 for s in self._slots.values() if s["node"] == node_id)
+            for _ in range(count - have):
+                self._next += 1
+                self._slots[self._next] = {"id": self._next, "node": node_id, "handle": _new_worker(node_id),
+                                           "busy": False, "since": _now(), "owner": None}
 
         async def release(self, slot_ids: list[int], discard: list[int]) -> None:
             """Leased workers back to idle; those in `discard` (lost, or stopped mid-fit) are killed."""
@@ -158,6 +162,13 @@ def _pool_cls():
                     return
 
     return _Pool
+
+
+def _new_worker(node_id: str) -> Any:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return _worker_cls().options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                                 runtime_env={"env_vars": _thread_env(node_id)}).remote()
 
 
 def _thread_env(node_id: str) -> dict[str, str]:
@@ -212,6 +223,19 @@ def pool_name() -> str:
 def _pool():
     return _pool_cls().options(name=pool_name(), namespace=NAMESPACE, lifetime="detached",
                                get_if_exists=True).remote(idle_timeout_s())
+
+
+def prewarm(num_workers: int, use_gpu: bool) -> None:
+    """Start the workers a planned fit will lease, without waiting for them: their processes start
+    while the pipeline goes on to the fit. Only where the placement is known in advance: CPU workers
+    on a one-node cluster (with several nodes, the fit's placement group picks the nodes)."""
+    import ray
+
+    from trainflow.cluster import cluster_nodes
+
+    if use_gpu or len(cluster_nodes()) != 1:
+        return
+    _pool().prewarm.remote(ray.get_runtime_context().get_node_id(), num_workers)
 
 
 def pool_stats() -> dict[str, int]:

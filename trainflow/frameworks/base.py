@@ -60,6 +60,10 @@ class Framework:
         once, in the plan step, and passed to fit."""
         raise NotImplementedError
 
+    def prepare(self, placement: Placement) -> None:
+        """After planning: start what the fit will need (warm workers) while the pipeline goes on.
+        Optional; the default does nothing."""
+
     def fit(self, spec: JobSpec, data: LoadedData, placement: Placement,
             progress: Callable[[str], None] | ProgressChannel | None) -> FitOutcome:
         raise NotImplementedError

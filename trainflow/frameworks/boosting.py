@@ -41,6 +41,11 @@ class BoostingFramework(Framework):
         s = spec.trainer.scaling
         return decide_placement(ScalingRequest(s.num_workers, s.num_cpu_per_worker, s.use_gpu), cluster_nodes())
 
+    def prepare(self, placement: Placement) -> None:
+        from trainflow.distributors.pool import prewarm
+
+        prewarm(placement.num_workers, placement.use_gpu)
+
     def fit(self, spec: JobSpec, data: LoadedData, placement: Placement,
             progress: Callable[[str], None] | ProgressChannel | None) -> FitOutcome:
         from trainflow.secrets import resolve_env

@@ -23,6 +23,8 @@ class FitPlan:
 
 
 def plan(spec: JobSpec, data: LoadedData) -> FitPlan:
-    placement = frameworks.get(spec.trainer.framework).placement(spec)
+    framework = frameworks.get(spec.trainer.framework)
+    placement = framework.placement(spec)
     rows = [s.count_rows() for s in data.train.split(placement.num_workers)]
+    framework.prepare(placement)  # e.g. warm workers start while the flow moves on to fit
     return FitPlan(placement, rows)
