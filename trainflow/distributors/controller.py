@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trainflow.distributors.checkpoint import CheckpointStore, ResumeState
-from trainflow.distributors.pool import Gang, WorkerAddress, reserve
+from trainflow.distributors.pool import Gang, WorkerAddress, lost_errors, reserve
 from trainflow.distributors.runner import translate_worker_failure
 from trainflow.errors import TrainflowError, TrainingError
 
@@ -82,7 +82,7 @@ def run_fit(job: WorkerJob, placement: Placement, max_restarts: int, name: str) 
                 try:
                     with reservation.gang() as gang:
                         outcome = _attempt(adapter, job, gang, attempt, resume)
-                except _lost_errors() as exc:  # a worker lost while the attempt was being set up
+                except lost_errors() as exc:  # a worker lost while the attempt was being set up
                     outcome = Failure(0, exc, lost=True)
                 if not isinstance(outcome, Failure):
                     return outcome
@@ -93,12 +93,6 @@ def run_fit(job: WorkerJob, placement: Placement, max_restarts: int, name: str) 
                 resume = job.checkpoints.latest()
     finally:
         job.checkpoints.remove()
-
-
-def _lost_errors() -> tuple[type[BaseException], ...]:
-    from ray.exceptions import RayActorError
-
-    return (RayActorError,)
 
 
 def _attempt(adapter: BoostingAdapter, job: WorkerJob, gang: Gang, attempt: int,

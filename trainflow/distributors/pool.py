@@ -89,21 +89,20 @@ def _pool_cls():
             self._last_use = _now()
             self._reaper = None
 
-        async def acquire(self, node_ids: list[str], owner: list[Any]) -> list[tuple[int, Any, bool]]:
-            """One worker per entry of `node_ids`, on that node: (slot, handle, warm). `owner` holds
+        async def acquire(self, node_ids: list[str], owner: list[Any]) -> list[tuple[int, Any]]:
+            """One worker per entry of `node_ids`, on that node: (slot, handle). `owner` holds
             an object the leasing process owns: when that process dies, its lease is void."""
             self._start_reaper()
             self._last_use = _now()
             taken = []
             for node in node_ids:
                 slot = next((s for s in self._slots.values() if not s["busy"] and s["node"] == node), None)
-                warm = slot is not None
                 if slot is None:
                     handle = _new_worker(node)
                     self._next += 1
                     slot = self._slots[self._next] = {"id": self._next, "node": node, "handle": handle}
                 slot["busy"], slot["since"], slot["owner"] = True, _now(), owner[0]
-                taken.append((slot["id"], slot["handle"], warm))
+                taken.append((slot["id"], slot["handle"]))
             return taken
 
         async def prewarm(self, node_id: str, count: int) -> None:
@@ -255,7 +254,6 @@ class Gang:
 
     workers: list[Any]
     addresses: list[WorkerAddress]
-    warm: list[bool]
 
     def lose(self, ranks: list[int]) -> None:
         """Stop workers now and never reuse them: lost, or in the middle of a collective."""
@@ -315,24 +313,23 @@ class Reservation:
             token = ray.put(None)  # owned by this process: the pool sees when it dies mid-lease
             try:
                 taken = _acquire(pool, nodes, token)
-            except _lost_errors():  # the pool stopped itself (idle) between lookup and call
+            except lost_errors():  # the pool stopped itself (idle) between lookup and call
                 pool = _pool()
                 taken = _acquire(pool, nodes, token)
-            slots = [slot for slot, _, _ in taken]
+            slots = [slot for slot, _ in taken]
             ranks = list(slots)
-            workers = [h for _, h, _ in taken]
-            warm = [w for _, _, w in taken]
+            workers = [h for _, h in taken]
             addresses: list[WorkerAddress] = []
             for rank, worker in enumerate(workers):
                 try:
                     addresses.append(_address(worker))
-                except _lost_errors():
+                except lost_errors():
                     # a warm worker that died while idle (OOM, node trouble): replaced by a new one
-                    [(slot, worker, _)] = _acquire(pool, [nodes[rank]], token)
+                    [(slot, worker)] = _acquire(pool, [nodes[rank]], token)
                     slots.append(slot)
-                    ranks[rank], workers[rank], warm[rank] = slot, worker, False
+                    ranks[rank], workers[rank] = slot, worker
                     addresses.append(_address(worker))
-            gang = Gang(workers, addresses, warm)
+            gang = Gang(workers, addresses)
             yield gang
         finally:
             if pool is not None and slots:
@@ -348,7 +345,7 @@ class Reservation:
         workers = [cls.options(num_cpus=self.cpus, num_gpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(
             self.group, placement_group_bundle_index=i)).remote() for i in range(self.num_workers)]
         try:
-            yield Gang(workers, [_address(w) for w in workers], [False] * len(workers))
+            yield Gang(workers, [_address(w) for w in workers])
         finally:
             for worker in workers:
                 _kill(worker)
@@ -366,7 +363,7 @@ def _wait_placed(group: Any, num_workers: int, cpus: int, use_gpu: bool) -> None
         )
 
 
-def _acquire(pool: Any, nodes: list[str], token: Any) -> list[tuple[int, Any, bool]]:
+def _acquire(pool: Any, nodes: list[str], token: Any) -> list[tuple[int, Any]]:
     return bounded_get(pool.acquire.remote(nodes, [token]), "a lease from the worker pool", _LEASE_TIMEOUT_S)
 
 
@@ -375,7 +372,8 @@ def _address(worker: Any) -> WorkerAddress:
     return bounded_get(worker.address.remote(), "a training worker process to start")
 
 
-def _lost_errors() -> tuple[type[BaseException], ...]:
+def lost_errors() -> tuple[type[BaseException], ...]:
+    """What Ray raises when a worker process (or the pool) is gone."""
     from ray.exceptions import RayActorError
 
     return (RayActorError,)
