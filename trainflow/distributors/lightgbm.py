@@ -51,6 +51,7 @@ from trainflow.distributors.checkpoint import (
 )
 from trainflow.distributors.controller import GangMember, Rendezvous
 from trainflow.distributors.ingest import categorical_columns, read_shard
+from trainflow.distributors.matrix import CACHE, matrix_key
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.pool import WorkerAddress
 from trainflow.distributors.progress import format_metrics
@@ -69,6 +70,7 @@ _EARLY_STOPPING = ("early_stopping_round", "early_stopping_rounds", "early_stopp
 _BOOSTING = ("boosting", "boosting_type", "boost")
 _CATEGORICAL = ("categorical_feature", "cat_feature", "categorical_column", "cat_column", "categorical_features")
 _SAMPLE_CNT = ("bin_construct_sample_cnt", "subsample_for_bin")
+_MIN_DATA_IN_LEAF = ("min_data_in_leaf", "min_data_per_leaf", "min_data", "min_child_samples", "min_samples_leaf")
 _ROUNDS = ("num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round", "num_rounds",
            "nrounds", "num_boost_round", "n_estimators", "max_iter")
 _L2_OBJECTIVES = {"regression", "regression_l2", "l2", "mean_squared_error", "mse", "l2_root",
@@ -373,6 +375,23 @@ def _categorical_names(job: WorkerJob, user: Any) -> list[str]:
     return [c for c in job.input_cols if c in names]
 
 
+def _dataset_keys(job: WorkerJob, rank: int, params: dict[str, Any], cat_names: list[str]):
+    """Cache keys of this rank's train and eval Datasets: the data, and every parameter that shapes
+    a Dataset (LightGBM's own list, aliases resolved; min_data_in_leaf too while feature_pre_filter
+    is on, since it prunes features when the Dataset is built)."""
+    shaping = lgb.Dataset(None, params=params).get_params()
+    binning = ["lightgbm.Dataset", tuple(cat_names), *sorted((k, repr(v)) for k, v in shaping.items()),
+               ("seed", repr(params.get("seed")))]  # also seeds the bin sample (data_random_seed)
+    if str(shaping.get("feature_pre_filter", True)).lower() not in ("false", "0"):
+        binning.append(("min_data_in_leaf", repr(_first(params, _MIN_DATA_IN_LEAF) or 20)))
+    train_key = matrix_key(job.train_shards, rank, job.input_cols, job.label_col, job.categories, tuple(binning))
+    eval_key = None
+    if job.eval_shards is not None and train_key is not None:
+        eval_key = matrix_key(job.eval_shards, rank, job.input_cols, job.label_col, job.categories,
+                              (*binning, train_key))
+    return train_key, eval_key
+
+
 # ------------------------------------------------------------------------------- the adapter
 class _LightGBMAdapter(BoostingAdapter):
     name = "lightgbm"
@@ -462,49 +481,30 @@ class _LightGBMAdapter(BoostingAdapter):
         stopping = self.early_stopping(params)  # fit refused it without an eval set
         _pop_all(params, _EARLY_STOPPING)
         cat_names = _categorical_names(job, _pop_all(params, _CATEGORICAL))
-        chunks = read_shard(job.train_shards[rank], job.input_cols, job.label_col, "the training data",
-                            categories=job.categories)
-        eval_chunks = None
-        if job.eval_shards is not None:
-            eval_chunks = read_shard(job.eval_shards[rank], job.input_cols, job.label_col, "the eval_set",
-                                     categories=job.categories)
-        rows = {"train": sum(len(y) for _, y in chunks),
-                "eval": sum(len(y) for _, y in eval_chunks) if eval_chunks is not None else 0}
-
-        reference, peers = None, None
+        peers = None
         if world_size > 1:
             network: _Network = member.collective
             peers = _Peers(job.helpers.actor, rank, network.generation, job.helpers.timeout_s)
-            counts = peers.allgather("rows", rows["train"])
-            if min(counts) == 0:
-                raise DataError(
-                    f"The training data has too few rows for {world_size} workers (rows per worker: {counts}); "
-                    "use fewer workers (num_workers) or more data."
-                )
             params.update(network.params(rank), tree_learner=params.get("tree_learner", "data_parallel"),
                           pre_partition=True)
-            reference = self._shared_bins(job, params, chunks, counts, peers, rank, cat_names)
-
-        # A resumed fit starts from the checkpoint's trees: lgb.train scores the rows with them while it
-        # builds the Datasets, so these are built lazily there (an early construct() frees the rows).
+        # A resumed (or continued) fit starts from earlier trees: lgb.train scores the rows with them
+        # while it builds the Datasets, which needs their raw rows, so it never takes cached ones.
         init_model = self.load(resume.model) if resume else None
-        features, label = _stack(chunks, single=init_model is not None)
-        dtrain = lgb.Dataset(features, label=label, feature_name=job.input_cols, params=params,
-                             reference=reference, free_raw_data=True,
-                             **({} if reference is not None else {"categorical_feature": cat_names or "auto"}))
-        if init_model is None:
-            dtrain.construct()
-        del chunks, features, label
-        valid_sets, names = [dtrain], ["train"]
-        if eval_chunks is not None:
-            if rows["eval"] == 0:  # this worker's slice of a tiny eval set is empty: a 1-row stand-in
-                eval_chunks = [(np.zeros((1, len(job.input_cols)), np.float32), np.ones(1, np.float32))]
-            efeatures, elabel = _stack(eval_chunks, single=init_model is not None)
-            deval = lgb.Dataset(efeatures, label=elabel, feature_name=job.input_cols, params=params,
-                                reference=dtrain, free_raw_data=True)
+        train_key, eval_key = (None, None) if init_model is not None else _dataset_keys(job, rank, params, cat_names)
+        hit = train_key in CACHE and (job.eval_shards is None or eval_key in CACHE)
+        if peers is not None:  # building the Datasets is collective (shared bins): every rank, or none
+            hit = all(peers.allgather("dataset-cached", hit))
+        if hit:
+            dtrain, rows = CACHE.get(train_key)
+            deval = CACHE.get(eval_key) if eval_key is not None else None
+        else:
+            CACHE.clear()  # other data: an earlier fit's Datasets must not share the worker's memory with these
+            dtrain, deval, rows = self._datasets(job, rank, world_size, params, cat_names, peers, init_model)
             if init_model is None:
-                deval.construct()
-            del eval_chunks, efeatures, elabel
+                CACHE.put(train_key, (dtrain, rows))
+                CACHE.put(eval_key, deval)
+        valid_sets, names = [dtrain], ["train"]
+        if deval is not None:
             valid_sets.append(deval)
             names.append("eval")
 
@@ -541,8 +541,46 @@ class _LightGBMAdapter(BoostingAdapter):
         # model_to_string keeps the trees up to the best iteration when early stopping found one
         model = booster.model_to_string(num_iteration=best)
         history = join_history(before, history)
-        profile = {"ingest_s": ingest_s, "train_s": time.perf_counter() - started - ingest_s, "matrix_reused": False}
+        profile = {"ingest_s": ingest_s, "train_s": time.perf_counter() - started - ingest_s, "matrix_reused": hit}
         return WorkerResult(model.encode(), history, best, profile)
+
+    def _datasets(self, job: WorkerJob, rank: int, world_size: int, params: dict[str, Any], cat_names: list[str],
+                  peers: _Peers | None, init_model: Any) -> tuple[lgb.Dataset, lgb.Dataset | None, dict[str, int]]:
+        """Read this rank's shards into LightGBM Datasets (bins shared by every rank)."""
+        chunks = read_shard(job.train_shards[rank], job.input_cols, job.label_col, "the training data",
+                            categories=job.categories)
+        eval_chunks = None
+        if job.eval_shards is not None:
+            eval_chunks = read_shard(job.eval_shards[rank], job.input_cols, job.label_col, "the eval_set",
+                                     categories=job.categories)
+        rows = {"train": sum(len(y) for _, y in chunks),
+                "eval": sum(len(y) for _, y in eval_chunks) if eval_chunks is not None else 0}
+        reference = None
+        if peers is not None:
+            counts = peers.allgather("rows", rows["train"])
+            if min(counts) == 0:
+                raise DataError(
+                    f"The training data has too few rows for {world_size} workers (rows per worker: {counts}); "
+                    "use fewer workers (num_workers) or more data."
+                )
+            reference = self._shared_bins(job, params, chunks, counts, peers, rank, cat_names)
+        features, label = _stack(chunks, single=init_model is not None)
+        dtrain = lgb.Dataset(features, label=label, feature_name=job.input_cols, params=params,
+                             reference=reference, free_raw_data=True,
+                             **({} if reference is not None else {"categorical_feature": cat_names or "auto"}))
+        if init_model is None:
+            dtrain.construct()
+        del chunks, features, label
+        deval = None
+        if eval_chunks is not None:
+            if rows["eval"] == 0:  # this worker's slice of a tiny eval set is empty: a 1-row stand-in
+                eval_chunks = [(np.zeros((1, len(job.input_cols)), np.float32), np.ones(1, np.float32))]
+            efeatures, elabel = _stack(eval_chunks, single=init_model is not None)
+            deval = lgb.Dataset(efeatures, label=elabel, feature_name=job.input_cols, params=params,
+                                reference=dtrain, free_raw_data=True)
+            if init_model is None:
+                deval.construct()
+        return dtrain, deval, rows
 
     @staticmethod
     def _shared_bins(job: WorkerJob, params: dict[str, Any], chunks, counts: list[int], peers: _Peers,
