@@ -1,4 +1,4 @@
-"""The `training-pipeline` flow: spec → load → plan → fit → evaluate → register."""
+"""The `training-pipeline` flow: spec → load → plan → fit (or tune) → evaluate → register."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,7 +8,7 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from flows.console import show_errors_as_messages_if_asked
-from tasks import evaluate, fit, load, plan, register
+from tasks import evaluate, fit, load, plan, register, tune
 from trainflow.cluster import ensure_cluster
 from trainflow.distributors.progress import ProgressChannel
 from trainflow.spec import JobSpec, parse_spec
@@ -36,22 +36,28 @@ def training_pipeline(spec: JobSpec) -> dict[str, Any]:
     logger.info("Loaded %d training rows and %d eval rows (%s); schema checks passed.",
                 data.train_rows, data.eval_rows, data.eval_source)
     decided = plan(spec, data)
-    channel = ProgressChannel() if spec.trainer.verbose_eval else None
-    drain = channel.drain_to(lambda line: logger.info("fit %s", line)) if channel else None
+    step = "tune" if spec.tune is not None else "fit"
+    channel = ProgressChannel() if spec.trainer.verbose_eval or spec.tune is not None else None
+    drain = channel.drain_to(lambda line: logger.info("%s %s", step, line)) if channel else None
+    tuned = None
     try:
         with remote_options(num_cpus=0, num_gpus=0):  # the workers take the resources, not this task
-            outcome = fit.submit(spec, data, decided, channel).result()
+            if spec.tune is not None:
+                tuned = tune.submit(spec, data, decided, channel).result()
+                outcome = tuned.best
+            else:
+                outcome = fit.submit(spec, data, decided, channel).result()
     finally:
         if drain is not None:
             drain.stop()
             channel.close()
-    logger.info("Fit took %.1fs on %s", outcome.seconds, decided.summary())
+    logger.info("%s took %.1fs on %s", "Tuning" if tuned else "Fit", outcome.seconds, decided.summary())
     evaluation = evaluate(spec, outcome, data)
     logger.info("Eval metrics: %s", ", ".join(f"{k}={v:.6g}" for k, v in evaluation.items()))
     if evaluation.champion.metrics is not None:
         logger.info("Champion version %s on the same eval data: %s", evaluation.champion.version,
                     ", ".join(f"{k}={v:.6g}" for k, v in evaluation.champion.metrics.items()))
-    model = register(spec, outcome, evaluation, data)
+    model = register(spec, outcome, evaluation, data, tuned)
     logger.info("Registered %s (aliases: %s); champion is version %s; %s",
                 model.uri, ", ".join(model.aliases), model.champion_version, model.decision)
     return model.to_dict()

@@ -4,5 +4,6 @@ from tasks.fit import fit
 from tasks.load import load
 from tasks.register import register
 from tasks.plan import plan
+from tasks.tune import tune
 
-__all__ = ["load", "plan", "fit", "evaluate", "register"]
+__all__ = ["load", "plan", "fit", "evaluate", "register", "tune"]

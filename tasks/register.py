@@ -10,6 +10,7 @@ from tasks.retry import transient_only
 from trainflow.pipeline import register as step
 from trainflow.frameworks import FitOutcome
 from trainflow.pipeline.load import LoadedData
+from trainflow.pipeline.tune import TuneOutcome
 from trainflow.registry import RegisteredModel, tracking_uri
 from trainflow.secrets import mask_text
 from trainflow.spec import JobSpec
@@ -17,8 +18,9 @@ from trainflow.spec import JobSpec
 
 # A retry is a fresh registration: a failed attempt has already rolled its run and version back.
 @task(name="register", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_only, persist_result=False)
-def register(spec: JobSpec, outcome: FitOutcome, metrics: Mapping[str, float], data: LoadedData) -> RegisteredModel:
-    model = step.register(spec, outcome, metrics, data)
+def register(spec: JobSpec, outcome: FitOutcome, metrics: Mapping[str, float], data: LoadedData,
+             tuned: TuneOutcome | None = None) -> RegisteredModel:
+    model = step.register(spec, outcome, metrics, data, tuned)
     lines = [f"**{model.name}** version **{model.version}** ({', '.join(model.aliases) or 'no alias'})",
              "", f"- URI: `{model.uri}`", f"- champion: `{model.champion_uri}` (version {model.champion_version})",
              f"- decision: {model.decision}",

@@ -287,3 +287,43 @@ def test_cli_validate_reports_schema_failures(workdir, warehouse, tmp_path):
                           capture_output=True, text=True, env=env, cwd=workdir, timeout=180)
     assert done.returncode == 1
     assert "age" in done.stderr and "3 rows" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_spec_with_tune_registers_the_best_trial_under_one_tuning_run(ray_cluster, prefect_api, workdir, warehouse):
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+
+    spec = demo_spec(warehouse, name="pipe-tuned", register__model_name="pipe-tuned-model")
+    spec["tune"] = {"search_space": {"params.learning_rate": {"loguniform": [0.01, 0.5]},
+                                     "params.max_depth": [2, 4]}, "num_trials": 2, "random_state": 0}
+    state = run_flow(spec)
+    assert state.is_completed(), state.message
+    result = state.result()
+    client = MlflowClient()
+    best = client.get_run(result["run_id"])
+    parent_id = best.data.tags["mlflow.parentRunId"]
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["trainflow.kind"] == "tuning"
+    assert parent.data.tags["trainflow.best_trial"] == best.data.tags["trainflow.trial"]
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert len(children) == 4  # 2 random draws x 2 grid values, each a nested run; one holds the model
+    finals = {c.data.tags["trainflow.trial"]: c.data.metrics.get("rmse") for c in children}
+    assert best.data.metrics["rmse"] == pytest.approx(result["metrics"]["rmse"])
+    tuned_depth = int(best.data.params["tuned.params.max_depth"])
+    assert tuned_depth in (2, 4) and "tuned.params.learning_rate" in best.data.params
+    assert all(v is not None for v in finals.values())
+
+    async def fetch():
+        async with get_client() as c:
+            run_id = state.state_details.flow_run_id
+            arts = await c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+            logs = await c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            return arts, logs
+
+    arts, logs = asyncio.run(fetch())
+    trials = next(a for a in arts if a.key == "trials")
+    assert len(json.loads(trials.data)) == 4
+    messages = [log.message for log in logs]
+    assert any(m.startswith("tune best trial") and "read and binned 1 time(s)" in m for m in messages), messages

@@ -182,7 +182,7 @@ def test_spec_error_is_config_error_and_one_paragraph() -> None:
 def test_unknown_top_level_key_lists_accepted_keys() -> None:
     err = spec_error(minimal(colour="red"))
     assert "colour: unknown key" in str(err)
-    assert "accepted: name, data, schema, features, label, trainer, evaluate, register, schedule" in str(err)
+    assert "accepted: name, data, schema, features, label, trainer, evaluate, register, tune, schedule" in str(err)
 
 
 def test_unknown_nested_key_names_path_and_suggests() -> None:

@@ -227,6 +227,72 @@ _FIXES = {
 }
 
 
+@contextmanager
+def tuning_run(experiment: str, params: dict[str, Any], tags: dict[str, str],
+               trials: list[dict[str, Any]], curves: dict[str, list[float]], metric: str) -> Iterator[str]:
+    """The parent run of a search: its params, the trials table, metric vs trial; `register_model`
+    and `log_trial` inside the block make nested runs under it. Yields the parent's run id."""
+    uri = tracking_uri()
+    with _pinned_uri(uri):
+        try:
+            client = _client(uri)
+            exp = client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+            run = mlflow.start_run(experiment_id=exp_id, run_name=f"{experiment}-tuning")
+            mlflow.set_tags({**tags, "trainflow.kind": "tuning"})
+            mlflow.log_params(flatten_masked(params))
+            mlflow.log_table(pd.DataFrame(trials), "trials.json")
+            mlflow.log_figure(_trials_figure(curves, metric), "plots/trials.png")
+        except Exception as exc:
+            if mlflow.active_run() is not None:
+                mlflow.end_run("FAILED")
+            raise RegistryError(f"logging the tuning run of '{experiment}' failed: {type(exc).__name__}: "
+                                f"{_first_line(exc)}. Fix: check the MLflow store at {mask_text(uri)}.",
+                                transient=_is_transient(exc)) from exc
+        try:
+            yield run.info.run_id
+        except BaseException:
+            mlflow.end_run("FAILED")
+            raise
+        mlflow.end_run("FINISHED")
+
+
+def log_trial(trial_id: str, params: dict[str, Any], metrics: dict[str, float], curve: list[float],
+              metric: str, tags: dict[str, str]) -> str:
+    """One nested run under the active tuning run: a trial's params, final metrics and curve."""
+    try:
+        parent = mlflow.active_run()
+        with mlflow.start_run(run_name=trial_id, nested=True, experiment_id=parent.info.experiment_id) as run:
+            mlflow.set_tags({**tags, "trainflow.trial": trial_id})
+            mlflow.log_params(flatten_masked(params))
+            batch = [Metric(_metric_key(k), float(v), 0, 0) for k, v in metrics.items() if math.isfinite(v)]
+            batch += [Metric(_metric_key(f"eval-{metric}"), float(v), 0, i) for i, v in enumerate(curve)]
+            client = MlflowClient()
+            for i in range(0, len(batch), 1000):
+                client.log_batch(run.info.run_id, metrics=batch[i:i + 1000])
+            return run.info.run_id
+    except Exception as exc:
+        raise RegistryError(f"logging trial {trial_id} failed: {type(exc).__name__}: {_first_line(exc)}",
+                            transient=_is_transient(exc)) from exc
+
+
+def _trials_figure(curves: dict[str, list[float]], metric: str) -> Figure:
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    finals = [(name, c[-1]) for name, c in curves.items() if c]
+    left.plot(range(len(finals)), [v for _, v in finals], "o")
+    left.set_xlabel("trial")
+    left.set_ylabel(f"eval {metric}")
+    left.set_title(f"{metric} by trial")
+    for name, curve in curves.items():
+        right.plot(range(1, len(curve) + 1), curve, linewidth=0.8)
+    right.set_xlabel("round")
+    right.set_title(f"eval {metric} per round")
+    fig.tight_layout()
+    return fig
+
+
 def register_model(
     *,
     experiment: str,

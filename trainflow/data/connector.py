@@ -101,6 +101,17 @@ class DataConnector:
         source = self._source.snapshot()
         return self if source is self._source else DataConnector(source)
 
+    def pinned(self) -> DataConnector:
+        """This data as one fixed set of rows that names itself (`identity()`): itself for Parquet
+        and in-memory data, else a snapshot. Repeated fits on a pinned connector (a tuner's trials)
+        see the same rows and reuse what the workers built from them (distributors/matrix.py)."""
+        fixed = self.snapshot()
+        if fixed.identity() is not None:
+            return fixed
+        from trainflow.data.snapshot import take_snapshot
+
+        return DataConnector(take_snapshot(fixed._source))
+
     def split(self, n: int, equal: bool = False) -> list[DataConnector]:
         """`n` disjoint connectors that together cover every row, in order (for workers).
 

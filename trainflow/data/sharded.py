@@ -35,6 +35,11 @@ class ShardedDataConnector:
         connector = self._connector.snapshot()
         return self if connector is self._connector else ShardedDataConnector(connector, self._equal)
 
+    def pinned(self) -> ShardedDataConnector:
+        """The same sharding over pinned rows (see DataConnector.pinned)."""
+        connector = self._connector.pinned()
+        return self if connector is self._connector else ShardedDataConnector(connector, self._equal)
+
     def shards(self, world_size: int) -> list[DataConnector]:
         return self._connector.split(world_size, equal=self._equal)
 

@@ -149,6 +149,17 @@ def callbacks_resumable(callbacks: Sequence[Any]) -> bool:
 
 
 # ------------------------------------------------------------------------------- driver side
+def _trial_request(trainer: str) -> ScalingRequest | None:
+    """Inside a tuner's trial: one worker with the trial's resources (see trainflow.tune.context)."""
+    from trainflow.tune.context import trial_scaling
+
+    share = trial_scaling(trainer)
+    if share is None:
+        return None
+    cpus, gpus = share
+    return ScalingRequest(num_workers=1, num_cpu_per_worker=max(1, cpus), use_gpu=gpus > 0)
+
+
 class DistributedBoostingEstimator:
     """Base of XGBEstimator / LightGBMEstimator; constructors only store arguments (sklearn style)."""
 
@@ -180,7 +191,7 @@ class DistributedBoostingEstimator:
         """Decide placement and the per-worker params without training (used by fit and by tests)."""
         from trainflow.cluster import cluster_nodes
 
-        request = self.scaling_config or ScalingRequest()
+        request = self.scaling_config or _trial_request(type(self).__name__) or ScalingRequest()
         # A Placement is a decision already made (the pipeline's plan step): used as it is.
         placement = request if isinstance(request, Placement) else decide_placement(as_request(request),
                                                                                     cluster_nodes())
@@ -190,11 +201,14 @@ class DistributedBoostingEstimator:
     # -------------------------------------------------------------------- fit
     def fit(self, dataset: Any, input_cols: Sequence[str], label_col: str, eval_set: Any = None,
             verbose_eval: int | bool | None = None, *,
-            progress: Callable[[str], None] | ProgressChannel | None = None):
+            progress: Callable[[str], None] | ProgressChannel | None = None,
+            init_model: DistributedBoostingEstimator | None = None):
         """Train on every row of `dataset` across the cluster; returns the native booster.
 
         `progress` receives the `verbose_eval` lines (default: print); pass a ProgressChannel to have
-        another process (a Prefect flow) drain them.
+        another process (a Prefect flow) drain them. `init_model`: a fitted estimator of the same
+        kind whose trees this fit continues (its rounds count towards n_estimators), as successive
+        halving continues the trials it keeps.
         """
         from trainflow.cluster import ensure_cluster
 
@@ -209,6 +223,7 @@ class DistributedBoostingEstimator:
             if conn is not None:
                 check_training_schema(conn, input_cols, label_col, what, categorical=categorical)
         placement, params, rounds = self.plan()
+        start = self._start_from(init_model, rounds)
         stopping = self._adapter.early_stopping(params)
         if stopping is not None and evaluation is None:
             raise ConfigError(
@@ -247,7 +262,7 @@ class DistributedBoostingEstimator:
         try:
             job.helpers = self._adapter.begin_fit(job, placement)
             try:
-                result = run_fit(job, placement, restarts, self._adapter.name)
+                result = run_fit(job, placement, restarts, self._adapter.name, start)
             finally:
                 self._adapter.end_fit(job.helpers)
         finally:
@@ -257,10 +272,21 @@ class DistributedBoostingEstimator:
         self._load_result(result)
         self.placement_ = placement
         self.input_cols_ = input_cols
+        self.rounds_ = rounds
         return self.booster_
+
+    def _start_from(self, init_model: DistributedBoostingEstimator | None, rounds: int) -> ResumeState | None:
+        if init_model is None:
+            return None
+        if type(init_model) is not type(self) or not hasattr(init_model, "model_bytes_"):
+            raise ConfigError(f"init_model must be a fitted {type(self).__name__}, got {type(init_model).__name__}.")
+        if init_model.rounds_ > rounds:
+            raise ConfigError(f"init_model already has {init_model.rounds_} rounds, more than n_estimators={rounds}.")
+        return ResumeState(init_model.model_bytes_, init_model.eval_results_, init_model.rounds_)
 
     def _load_result(self, result: WorkerResult) -> None:
         self.booster_ = self._adapter.load(result.model)
+        self.model_bytes_ = result.model
         self.eval_results_ = result.history
         self.best_iteration_ = result.best_iteration
         self.fit_profile_ = dict(result.profile)

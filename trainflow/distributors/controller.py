@@ -69,12 +69,14 @@ def after_failure(failure: Failure, attempt: int, max_restarts: int) -> str | Tr
     return error
 
 
-def run_fit(job: WorkerJob, placement: Placement, max_restarts: int, name: str) -> WorkerResult:
-    """Train `job` on `placement`; rank 0's result. Checkpoints live under the run's folder in the
-    checkpoint storage until the fit ends."""
+def run_fit(job: WorkerJob, placement: Placement, max_restarts: int, name: str,
+            start: ResumeState | None = None) -> WorkerResult:
+    """Train `job` on `placement`; rank 0's result. `start`: a model to continue (its rounds count
+    towards `job.num_rounds`). Checkpoints live under the run's folder in the checkpoint storage
+    until the fit ends."""
     adapter = job.adapter
     job.checkpoints = CheckpointStore.for_run(name)
-    resume: ResumeState | None = None
+    resume = start
     attempt = 0
     try:
         with reserve(placement.num_workers, placement.cpus_per_worker, placement.use_gpu, name) as reservation:
@@ -90,7 +92,7 @@ def run_fit(job: WorkerJob, placement: Placement, max_restarts: int, name: str) 
                 if decision != RESTART:
                     raise decision from (None if decision is outcome.error else outcome.error)
                 attempt += 1
-                resume = job.checkpoints.latest()
+                resume = job.checkpoints.latest() or start
     finally:
         job.checkpoints.remove()
 

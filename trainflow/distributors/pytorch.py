@@ -172,6 +172,18 @@ def default_scaling(nodes: list) -> PyTorchScalingConfig:
     return PyTorchScalingConfig(resource_requirements_per_worker=WorkerResourceConfig(num_cpus=max(1, math.floor(node.cpus))))
 
 
+def _trial_scaling() -> PyTorchScalingConfig | None:
+    """Inside a tuner's trial: one worker with the trial's resources (see trainflow.tune.context)."""
+    from trainflow.tune.context import trial_scaling
+
+    share = trial_scaling("PyTorchDistributor")
+    if share is None:
+        return None
+    cpus, gpus = share
+    return PyTorchScalingConfig(resource_requirements_per_worker=WorkerResourceConfig(
+        num_cpus=max(1, cpus), num_gpus=1 if gpus else 0))
+
+
 def check_resources(scaling: PyTorchScalingConfig, nodes: list) -> None:
     """Refuse, before any worker starts, what the cluster can never hold (Ray would wait forever)."""
     res = scaling.resources
@@ -404,7 +416,7 @@ class PyTorchDistributor:
         location = resolve_location(artifact_stage_location)
         ensure_cluster()
         nodes = cluster_nodes()
-        scaling = scaling if scaling is not None else default_scaling(nodes)
+        scaling = scaling if scaling is not None else (_trial_scaling() or default_scaling(nodes))
         check_resources(scaling, nodes)
         # Every worker splits the same rows: a query is read once here, not once per worker.
         data = {name: value.snapshot() if hasattr(value, "snapshot") else value for name, value in data.items()}

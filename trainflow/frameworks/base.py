@@ -72,6 +72,19 @@ class Framework:
         """The native model of a fit's result."""
         raise NotImplementedError
 
+    # -------------------------------------------------------------- tuning
+    def trial_metrics(self, objective: str | None) -> list[str]:
+        """The eval metrics an in-flow search (a spec's `tune:`) can score this framework's trials
+        on; [] when the framework has no in-flow search."""
+        return []
+
+    def trial_fit(self, spec: JobSpec, data: LoadedData, placement: Placement, overrides: dict[str, Any],
+                  metric: str, rounds_done: Any = None) -> tuple[FitOutcome, list[float]]:
+        """Fit with `overrides` (n_estimators, params.<name>) on top of the spec's trainer; returns the
+        outcome and `metric` on the eval data after each round. `rounds_done` is an earlier trial
+        outcome to continue from (successive halving), or None."""
+        raise NotImplementedError
+
     # -------------------------------------------------------------- scoring
     def scorer(self) -> BoostingAdapter:
         """How Ray scoring tasks run this framework's models (predict/score per batch)."""

@@ -20,8 +20,19 @@ if TYPE_CHECKING:
     from trainflow.spec import JobSpec
 
 
+# which trainflow metric fits which task (for the metrics a trial can be scored on)
+_TASK_OF_METRIC = {"rmse": "regression", "mae": "regression", "auc": "binary", "logloss": "binary",
+                   "mlogloss": "multiclass"}
+
+
 class BoostingFramework(Framework):
     """A plug-in whose training is a `DistributedBoostingEstimator`."""
+
+    # trainflow metric -> the framework's own eval metric, recorded every round during the fit
+    native_metrics: dict[str, str] = {}
+    eval_metric_param = ""  # the params key that names the eval metrics
+    # params every trial of a search sets unless the spec does (LightGBM: Datasets that any trial can reuse)
+    trial_params: dict[str, Any] = {}
 
     def estimator_cls(self) -> type[DistributedBoostingEstimator]:
         raise NotImplementedError
@@ -64,6 +75,35 @@ class BoostingFramework(Framework):
 
     def model(self, outcome: FitOutcome) -> Any:
         return outcome.result.get_booster()
+
+    def trial_metrics(self, objective: str | None) -> list[str]:
+        task = self.task(objective)
+        return [m for m in self.native_metrics if _TASK_OF_METRIC[m] == task]
+
+    def trial_fit(self, spec: JobSpec, data: LoadedData, placement: Placement, overrides: dict[str, Any],
+                  metric: str, rounds_done: FitOutcome | None = None) -> tuple[FitOutcome, list[float]]:
+        from trainflow.secrets import resolve_env
+
+        t = spec.trainer
+        params = {k: resolve_env(v, f"trainer.params.{k}") for k, v in t.params.items()}
+        params.update({k[len("params."):]: v for k, v in overrides.items() if k.startswith("params.")})
+        for key, value in self.trial_params.items():
+            params.setdefault(key, value)
+        native = self.native_metrics[metric]
+        theirs = params.get(self.eval_metric_param) or []
+        theirs = [theirs] if isinstance(theirs, str) else list(theirs)
+        # ours first: xgboost's early stopping watches the last one, so the user's choice still decides
+        params[self.eval_metric_param] = [native, *(m for m in theirs if m != native)]
+        estimator = self.estimator_cls()(
+            n_estimators=int(overrides.get("n_estimators", t.n_estimators)), objective=t.objective,
+            params=params, scaling_config=placement,
+            checkpoint_every=t.checkpoint_every, max_restarts=t.max_restarts,
+        )
+        start = time.perf_counter()
+        init = rounds_done.result if rounds_done is not None else None
+        estimator.fit(data.train, list(spec.features), spec.label, eval_set=data.eval, init_model=init)
+        outcome = FitOutcome(self, estimator, time.perf_counter() - start, estimator.placement_)
+        return outcome, list(estimator.get_eval_results()["eval"][native])
 
     def scorer(self) -> BoostingAdapter:
         return self.estimator_cls()._adapter

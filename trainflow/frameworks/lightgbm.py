@@ -25,6 +25,11 @@ class LightGBMFramework(BoostingFramework):
     name = "lightgbm"
     objectives = OBJECTIVES
     default_objective = "regression"
+    native_metrics = {"rmse": "rmse", "mae": "l1", "auc": "auc", "logloss": "binary_logloss",
+                      "mlogloss": "multi_logloss"}
+    eval_metric_param = "metric"
+    # min_data_in_leaf would otherwise shape the Dataset (unsplittable features pruned when built)
+    trial_params = {"feature_pre_filter": False}
 
     def estimator_cls(self):
         from trainflow.distributors.lightgbm import LightGBMEstimator

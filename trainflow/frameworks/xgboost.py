@@ -36,6 +36,8 @@ class XGBoostFramework(BoostingFramework):
     name = "xgboost"
     objectives = OBJECTIVES
     default_objective = "reg:squarederror"
+    native_metrics = {"rmse": "rmse", "mae": "mae", "auc": "auc", "logloss": "logloss", "mlogloss": "mlogloss"}
+    eval_metric_param = "eval_metric"
 
     def estimator_cls(self):
         from trainflow.distributors.xgboost import XGBEstimator

@@ -6,7 +6,14 @@ from typing import Any
 
 from trainflow.frameworks import FitOutcome
 from trainflow.pipeline.load import LoadedData
-from trainflow.registry import PromotionRule, RegisteredModel, register_model
+from trainflow.pipeline.tune import TuneOutcome, trials_table
+from trainflow.registry import (
+    PromotionRule,
+    RegisteredModel,
+    log_trial,
+    register_model,
+    tuning_run,
+)
 from trainflow.spec import JobSpec
 
 
@@ -18,18 +25,40 @@ def promotion(spec: JobSpec, metrics: Mapping[str, float]) -> dict[str, Any]:
             "champion": getattr(metrics, "champion", None), "metrics": dict(metrics)}
 
 
-def register(spec: JobSpec, outcome: FitOutcome, metrics: Mapping[str, float], data: LoadedData) -> RegisteredModel:
+def register(spec: JobSpec, outcome: FitOutcome, metrics: Mapping[str, float], data: LoadedData,
+             tuned: TuneOutcome | None = None) -> RegisteredModel:
+    """One run and version; after a search, a parent run with one nested run per trial, the best
+    trial's run being the one that logs and registers the model."""
     fw = outcome.framework
     features = list(spec.features)
     example = data.train.to_pandas(limit=5)[features]
     t = spec.trainer
     params = {"framework": fw.name, "objective": t.objective, **fw.run_params(spec, outcome),
               "train_rows": data.train_rows, "eval_rows": data.eval_rows, "eval_source": data.eval_source}
-    return register_model(
-        experiment=spec.name, model_name=spec.register.model_name, framework=fw,
-        model=outcome.model, input_example=example, params=params,
-        eval_history=fw.eval_history(outcome), feature_names=features, feature_importance=None,
-        tags={"trainflow.spec": spec.name, "trainflow.fit_seconds": f"{outcome.seconds:.2f}",
-              "trainflow.task": spec.task, "trainflow.label": spec.label, **fw.run_tags(outcome)},
-        **promotion(spec, metrics),
-    )
+    tags = {"trainflow.spec": spec.name, "trainflow.fit_seconds": f"{outcome.seconds:.2f}",
+            "trainflow.task": spec.task, "trainflow.label": spec.label, **fw.run_tags(outcome)}
+
+    def register_best() -> RegisteredModel:
+        return register_model(
+            experiment=spec.name, model_name=spec.register.model_name, framework=fw,
+            model=outcome.model, input_example=example, params=params,
+            eval_history=fw.eval_history(outcome), feature_names=features, feature_importance=None,
+            tags=tags, **promotion(spec, metrics),
+        )
+
+    if tuned is None:
+        return register_best()
+    best = tuned.best_trial
+    params.update({f"tuned.{k}": v for k, v in best.config.items()})
+    search = {"tune.metric": tuned.metric, "tune.mode": tuned.mode, "tune.trials": len(tuned.trials),
+              "tune.search_alg": spec.tune.search_alg, "tune.rounds_trained": tuned.rounds_trained,
+              **{f"tune.space.{k}": v for k, v in spec.tune.model_dump(mode="json")["search_space"].items()}}
+    common = {"trainflow.spec": spec.name, "trainflow.model_name": spec.register.model_name}
+    with tuning_run(spec.name, search, {**common, "trainflow.best_trial": best.trial_id}, trials_table(tuned),
+                    tuned.curves, tuned.metric) as parent:
+        for trial in tuned.trials:
+            if trial is not best:
+                log_trial(trial.trial_id, trial.config, trial.metrics, tuned.curves.get(trial.trial_id, []),
+                          tuned.metric, {**common, "trainflow.tuning_run": parent})
+        tags.update({"trainflow.trial": best.trial_id, "trainflow.tuning_run": parent})
+        return register_best()

@@ -369,6 +369,86 @@ class ScheduleSpec(_Model):
         return self
 
 
+# ------------------------------------------------------------------------------------------ tune
+class SamplerSpec(_Model):
+    """One sampled parameter: exactly one of uniform/loguniform/randint ([low, high]) or choice."""
+
+    uniform: list[float] | None = Field(None, min_length=2, max_length=2, description="[low, high]: a float.")
+    loguniform: list[float] | None = Field(None, min_length=2, max_length=2,
+                                           description="[low, high] (> 0): a float, uniform in log space.")
+    randint: list[int] | None = Field(None, min_length=2, max_length=2,
+                                      description="[low, high): an integer, high exclusive.")
+    choice: list[Any] | None = Field(None, min_length=1, description="One of these values.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SamplerSpec:
+        given = [k for k in ("uniform", "loguniform", "randint", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise _problems(("", f"give exactly one of uniform, loguniform, randint, choice (got {_join(given) or 'none'})"))
+        try:
+            self.sampling()
+        except ConfigError as exc:
+            raise _problems((given[0], str(exc))) from None
+        return self
+
+    def sampling(self) -> Any:
+        from trainflow import tune
+
+        for kind in ("uniform", "loguniform", "randint"):
+            bounds = getattr(self, kind)
+            if bounds is not None:
+                return getattr(tune, kind)(*bounds)
+        return tune.choice(self.choice)
+
+
+SearchValue = SamplerSpec | list[Any] | float | int | str | bool
+
+
+class HalvingSpec(_Model):
+    """Successive halving: every trial trains `min_rounds`, the best 1/`reduction_factor` go on to
+    `reduction_factor` times as many rounds, and so on up to n_estimators."""
+
+    min_rounds: int = Field(10, ge=1, description="Boosting rounds every trial trains first.")
+    reduction_factor: int = Field(3, ge=2, description="Keep the best 1/reduction_factor at each rung.")
+
+
+class TuneSpec(_Model):
+    """Hyper-parameter search inside the flow: the data is loaded, validated and binned once."""
+
+    search_space: dict[str, SearchValue] = Field(
+        min_length=1,
+        description="n_estimators or params.<name> -> {uniform|loguniform|randint: [low, high]}, "
+        "{choice: [...]}, a list (grid values) or a fixed value.",
+    )
+    num_trials: int = Field(8, ge=1, description="Configurations to try (grid: every point once).")
+    metric: Metric | None = Field(None, description="Eval metric to optimise; default register.promote_on.metric.")
+    mode: Literal["min", "max"] | None = Field(None, description="Default by metric (min for rmse, mae, logloss, mlogloss).")
+    search_alg: Literal["random", "grid", "bayes"] = Field("random", description="random | grid | bayes (uniform only).")
+    random_state: int | None = Field(None, description="Seed of the search (random, bayes).")
+    halving: HalvingSpec | None = Field(None, description="Stop bad trials early (successive halving).")
+
+    @field_validator("search_space")
+    @classmethod
+    def _known_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in value if k != "n_estimators" and not (k.startswith("params.") and len(k) > 7)]
+        if bad:
+            raise ValueError(f"unknown key(s) {_join(bad)}: use n_estimators or params.<name>, e.g. params.max_depth")
+        return value
+
+    def space(self) -> dict[str, Any]:
+        """The search space as trainflow.tune takes it."""
+        return {k: (v.sampling() if isinstance(v, SamplerSpec) else v) for k, v in self.search_space.items()}
+
+    def algorithm(self) -> Any:
+        from trainflow.tune.search import BayesOpt, GridSearch, RandomSearch
+
+        if self.search_alg == "grid":
+            return GridSearch()
+        if self.search_alg == "bayes":
+            return BayesOpt(random_state=self.random_state)
+        return RandomSearch(random_state=self.random_state)
+
+
 # ------------------------------------------------------------------------------------------- job
 # `register` is the contract's key; it shadows ABCMeta.register on the class only (instances are
 # fine), so pydantic's shadowing warning is silenced for this one definition.
@@ -395,6 +475,7 @@ class JobSpec(_Model):
     trainer: TrainerSpec = Field(default_factory=TrainerSpec, description="Trainer and resources.")
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec, description="Evaluation metrics.")
     register: RegisterSpec = Field(description="MLflow registration and promotion.")
+    tune: TuneSpec | None = Field(None, description="Hyper-parameter search before evaluate and register.")
     schedule: ScheduleSpec | None = Field(None, description="Schedule, read by deployments only.")
 
     @field_validator("features")
@@ -442,9 +523,39 @@ class JobSpec(_Model):
                 f"{promote.mode!r} would promote worse models: {promote.metric} is better when "
                 f"{'lower' if natural == 'min' else 'higher'} (accepted: {natural})",
             ))
+        found += self._tune_problems(metrics)
         if found:
             raise _problems(*found)
         return self
+
+    def _tune_problems(self, metrics: list[str]) -> list[tuple[str, str]]:
+        tune = self.tune
+        if tune is None:
+            return []
+        found = []
+        if tune.metric is None:
+            tune.metric = self.register.promote_on.metric
+        natural = "min" if tune.metric in LOWER_IS_BETTER else "max"
+        if tune.mode is None:
+            tune.mode = natural
+        elif tune.mode != natural:
+            found.append(("tune.mode", f"{tune.mode!r} would pick worse models: {tune.metric} is better when "
+                                       f"{'lower' if natural == 'min' else 'higher'} (accepted: {natural})"))
+        framework = frameworks.get(self.trainer.framework)
+        scorable = framework.trial_metrics(self.trainer.objective)
+        if not scorable:
+            found.append(("tune", f"the {framework.name} trainer has no in-flow search; tune its train_func "
+                                  "with trainflow.tune.Tuner instead"))
+        elif tune.metric not in scorable:
+            found.append(("tune.metric", f"{tune.metric!r} cannot score {framework.name} trials "
+                                         f"(accepted: {_join(scorable)})"))
+        if tune.halving is not None and "n_estimators" in tune.search_space:
+            found.append(("tune.search_space.n_estimators", "halving decides the rounds of each trial: "
+                                                            "set trainer.n_estimators and leave it out of the search"))
+        elif tune.halving is not None and tune.halving.min_rounds >= self.trainer.n_estimators:
+            found.append(("tune.halving.min_rounds", f"{tune.halving.min_rounds} leaves nothing to halve: "
+                                                     f"use fewer than trainer.n_estimators ({self.trainer.n_estimators})"))
+        return found
 
     @property
     def task(self) -> Task:
