@@ -105,6 +105,18 @@ def test_a_second_fit_trains_in_the_same_warm_process_and_cpus_are_free_between_
     assert first == second
 
 
+def test_a_search_holds_one_reservation_for_its_fits_and_frees_it_after(ray_cluster):
+    from trainflow.distributors.pool import holding, reserve
+
+    with holding(1, 1, False, "search") as held:
+        with reserve(1, 1, False, "trial") as first, reserve(1, 1, False, "trial") as second:
+            assert first is held and second is held  # no placement group made and removed per fit
+        est = XGBEstimator(n_estimators=2, scaling_config=XGBScalingConfig(num_workers=1, num_cpu_per_worker=1))
+        est.fit(regression_frame(300, seed=2), FEATURES, "y")
+        assert held.group.wait(1)  # a fit inside the hold did not remove it
+    assert wait_for_free_cpus(ray_cluster) == ray_cluster.cluster_resources()["CPU"]
+
+
 def test_two_worker_fits_of_both_frameworks_share_the_pool_and_match_alone(ray_cluster):
     data = regression_frame(1500, seed=4)
     scaling = {"num_workers": 2, "num_cpu_per_worker": 1}

@@ -14,6 +14,7 @@ CUDA_VISIBLE_DEVICES, which it cannot do for a process that already exists.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import socket
@@ -265,11 +266,31 @@ class Gang:
         self._lost: set[int] = set()
 
 
+_held: contextvars.ContextVar[Reservation | None] = contextvars.ContextVar("trainflow_held", default=None)
+
+
+@contextlib.contextmanager
+def holding(num_workers: int, cpus: int, use_gpu: bool, name: str) -> Iterator[Reservation]:
+    """One reservation for a series of fits of this shape in this process (a search's trials):
+    Ray frees a removed placement group's CPUs about a second later, so back-to-back fits that each
+    reserved their own would wait that second every time. Fits of another shape reserve their own."""
+    with reserve(num_workers, cpus, use_gpu, name) as reservation:
+        token = _held.set(reservation)
+        try:
+            yield reservation
+        finally:
+            _held.reset(token)
+
+
 @contextlib.contextmanager
 def reserve(num_workers: int, cpus: int, use_gpu: bool, name: str) -> Iterator[Reservation]:
     """The CPUs/GPUs of one fit, held until the block ends (a placement group, PACK like Ray Train)."""
     from ray.util.placement_group import placement_group, remove_placement_group
 
+    held = _held.get()
+    if held is not None and (held.num_workers, held.cpus, held.use_gpu) == (num_workers, cpus, use_gpu):
+        yield held
+        return
     bundle = {"CPU": cpus, **({"GPU": 1} if use_gpu else {})}
     group = placement_group([dict(bundle) for _ in range(num_workers)], strategy="PACK",
                             name=f"trainflow-{name}-{uuid.uuid4().hex[:8]}")

@@ -73,8 +73,17 @@ def tune(spec: JobSpec, data: LoadedData, plan: FitPlan,
 
 def _search(spec: JobSpec, data: LoadedData, plan: FitPlan, framework: Any, searcher: Any,
             say: Callable[[str], None]) -> _Search:
-    t = spec.tune
+    from trainflow.distributors.pool import holding
+
     run = _Search(spec, data, plan, framework, say)
+    p = plan.placement
+    with holding(p.num_workers, p.cpus_per_worker, p.use_gpu, "tune"):  # one reservation for every trial
+        _trials(run, searcher, spec)
+    return run
+
+
+def _trials(run: _Search, searcher: Any, spec: JobSpec) -> None:
+    t = spec.tune
     if t.halving is None:
         scores: dict[int, float] = {}
         while (suggestion := searcher.suggest()) is not None:
@@ -87,7 +96,6 @@ def _search(spec: JobSpec, data: LoadedData, plan: FitPlan, framework: Any, sear
         plan_rungs = rungs(searcher.planned, t.halving.min_rounds, spec.trainer.n_estimators,
                            t.halving.reduction_factor)
         run.halving(searcher, plan_rungs)
-    return run
 
 
 class _Search:
