@@ -10,7 +10,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install test test-slow demo serve warehouse bench soak clean
+.PHONY: install test test-slow demo serve warehouse bench bench-tune soak clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ test-slow: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# A 16-trial search on 2M x 32 rows: trainflow's spec search against Ray Tune (see bench/tune.py).
+bench-tune: install
+	$(BIN)/python bench/tune.py
 
 soak: install
 	$(BIN)/python -m pytest -m soak

@@ -20,7 +20,10 @@ from trainflow.spec import JobSpec
 @task(name="register", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_only, persist_result=False)
 def register(spec: JobSpec, outcome: FitOutcome, metrics: Mapping[str, float], data: LoadedData,
              tuned: TuneOutcome | None = None) -> RegisteredModel:
-    model = step.register(spec, outcome, metrics, data, tuned)
+    from prefect.runtime import flow_run
+
+    model = step.register(spec, outcome, metrics, data, tuned,
+                          run_tags={"prefect.flow_run_id": str(flow_run.id)} if flow_run.id else None)
     lines = [f"**{model.name}** version **{model.version}** ({', '.join(model.aliases) or 'no alias'})",
              "", f"- URI: `{model.uri}`", f"- champion: `{model.champion_uri}` (version {model.champion_version})",
              f"- decision: {model.decision}",

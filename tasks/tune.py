@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from trainflow.distributors.progress import ProgressChannel
 from trainflow.pipeline import tune as step
@@ -18,6 +18,8 @@ def tune(spec: JobSpec, data: LoadedData, plan: FitPlan, progress: ProgressChann
         create_table_artifact(key="trials", table=step.trials_table(tuned),
                               description=f"{spec.name}: {len(tuned.trials)} trials by {tuned.metric} "
                                           f"({tuned.mode}), {tuned.rounds_trained} boosting rounds in all")
+        create_markdown_artifact(key="trials-chart", markdown=step.trials_chart(tuned),
+                                 description=f"{spec.name}: {tuned.metric} by trial")
     except Exception as exc:  # noqa: BLE001 - the search is done; a missing artifact must not undo it
         get_run_logger().warning("Could not create the trials artifact: %s", exc)
     return tuned

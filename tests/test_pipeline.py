@@ -307,6 +307,8 @@ def test_a_spec_with_tune_registers_the_best_trial_under_one_tuning_run(ray_clus
     parent = client.get_run(parent_id)
     assert parent.data.tags["trainflow.kind"] == "tuning"
     assert parent.data.tags["trainflow.best_trial"] == best.data.tags["trainflow.trial"]
+    flow_run_id = str(state.state_details.flow_run_id)
+    assert parent.data.tags["prefect.flow_run_id"] == best.data.tags["prefect.flow_run_id"] == flow_run_id
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert len(children) == 4  # 2 random draws x 2 grid values, each a nested run; one holds the model
     finals = {c.data.tags["trainflow.trial"]: c.data.metrics.get("rmse") for c in children}
@@ -325,5 +327,7 @@ def test_a_spec_with_tune_registers_the_best_trial_under_one_tuning_run(ray_clus
     arts, logs = asyncio.run(fetch())
     trials = next(a for a in arts if a.key == "trials")
     assert len(json.loads(trials.data)) == 4
+    chart = next(a for a in arts if a.key == "trials-chart")
+    assert chart.data.count("rounds") == 4 and "<- best" in chart.data
     messages = [log.message for log in logs]
     assert any(m.startswith("tune best trial") and "read and binned 1 time(s)" in m for m in messages), messages

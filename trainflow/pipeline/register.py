@@ -26,9 +26,10 @@ def promotion(spec: JobSpec, metrics: Mapping[str, float]) -> dict[str, Any]:
 
 
 def register(spec: JobSpec, outcome: FitOutcome, metrics: Mapping[str, float], data: LoadedData,
-             tuned: TuneOutcome | None = None) -> RegisteredModel:
+             tuned: TuneOutcome | None = None, run_tags: Mapping[str, str] | None = None) -> RegisteredModel:
     """One run and version; after a search, a parent run with one nested run per trial, the best
-    trial's run being the one that logs and registers the model."""
+    trial's run being the one that logs and registers the model. `run_tags` go on every run (the
+    flow passes its flow-run id)."""
     fw = outcome.framework
     features = list(spec.features)
     example = data.train.to_pandas(limit=5)[features]
@@ -36,7 +37,7 @@ def register(spec: JobSpec, outcome: FitOutcome, metrics: Mapping[str, float], d
     params = {"framework": fw.name, "objective": t.objective, **fw.run_params(spec, outcome),
               "train_rows": data.train_rows, "eval_rows": data.eval_rows, "eval_source": data.eval_source}
     tags = {"trainflow.spec": spec.name, "trainflow.fit_seconds": f"{outcome.seconds:.2f}",
-            "trainflow.task": spec.task, "trainflow.label": spec.label, **fw.run_tags(outcome)}
+            "trainflow.task": spec.task, "trainflow.label": spec.label, **fw.run_tags(outcome), **(run_tags or {})}
 
     def register_best() -> RegisteredModel:
         return register_model(
@@ -53,7 +54,7 @@ def register(spec: JobSpec, outcome: FitOutcome, metrics: Mapping[str, float], d
     search = {"tune.metric": tuned.metric, "tune.mode": tuned.mode, "tune.trials": len(tuned.trials),
               "tune.search_alg": spec.tune.search_alg, "tune.rounds_trained": tuned.rounds_trained,
               **{f"tune.space.{k}": v for k, v in spec.tune.model_dump(mode="json")["search_space"].items()}}
-    common = {"trainflow.spec": spec.name, "trainflow.model_name": spec.register.model_name}
+    common = {"trainflow.spec": spec.name, "trainflow.model_name": spec.register.model_name, **(run_tags or {})}
     with tuning_run(spec.name, search, {**common, "trainflow.best_trial": best.trial_id}, trials_table(tuned),
                     tuned.curves, tuned.metric) as parent:
         for trial in tuned.trials:

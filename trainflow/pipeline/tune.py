@@ -135,8 +135,12 @@ class _Search:
         value = curve[-1] if curve else math.nan
         earlier = self.rows.get(key)
         seconds = (earlier.seconds if earlier else 0.0) + time.perf_counter() - start
+        spent = dict(earlier.profile) if earlier else {}
+        for name, took in outcome.result.fit_profile_.items():
+            if name.endswith("_s"):
+                spent[name] = spent.get(name, 0.0) + took
         self.rows[key] = TrialResult(trial_id, params, {t.metric: value, "rounds": outcome.result.rounds_},
-                                     seconds)
+                                     seconds, profile=spent)
         self.say(f"{trial_id}: {t.metric}={value:.6g} after {outcome.result.rounds_} rounds "
                  f"({_params(params)})")
         return value
@@ -178,6 +182,20 @@ def trials_table(tuned: TuneOutcome) -> list[dict[str, Any]]:
              "rounds": r.metrics.get("rounds"), "seconds": round(r.seconds, 2),
              **{k: v for k, v in r.config.items()}, **({"error": r.error} if r.error else {})}
             for r in sorted(tuned.trials, key=order)]
+
+
+def trials_chart(tuned: TuneOutcome, width: int = 40) -> str:
+    """Metric by trial as a text bar chart (markdown), for the Prefect UI where images need a URL."""
+    values = [(r.trial_id, r.metrics.get(tuned.metric, math.nan), r.metrics.get("rounds")) for r in tuned.trials]
+    finite = [v for _, v, _ in values if math.isfinite(v)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    span = (high - low) or 1.0
+    lines = [f"{tuned.metric} by trial ({tuned.mode} is better; bar length from {low:.6g} to {high:.6g})", ""]
+    for trial_id, value, rounds in values:
+        bar = "#" * (1 + round((value - low) / span * (width - 1))) if math.isfinite(value) else "failed"
+        mark = "  <- best" if trial_id == tuned.best_trial.trial_id else ""
+        lines.append(f"{trial_id}  {value:10.6g}  {rounds!s:>5} rounds  {bar}{mark}")
+    return "```\n" + "\n".join(lines) + "\n```"
 
 
 def _params(params: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ class TrialResult:
     model: Any = None
     error: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)  # every report, in order
+    profile: dict[str, Any] = field(default_factory=dict)  # in-worker seconds: ingest_s, train_s
 
 
 @dataclass
