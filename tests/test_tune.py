@@ -318,3 +318,27 @@ def test_a_spec_tune_block_is_checked_when_read():
         parse_spec(bad)
     spec = parse_spec(tune_spec("a.parquet", "b.parquet"))
     assert (spec.tune.metric, spec.tune.mode) == ("rmse", "min")  # the promotion metric by default
+
+
+@pytest.mark.slow  # two Ray Train fits (PyTorch still starts a worker group per fit): ~30 s
+def test_a_train_func_that_runs_pytorch_distributor_works(ray_cluster, tmp_path):
+    from trainflow.data import ShardedDataConnector
+    from trainflow.data.demo import credit_frame
+    from trainflow.distributors.pytorch import PyTorchDistributor
+    from trainflow.examples.credit_mlp import train_func as credit_mlp
+
+    stage = str(tmp_path)
+
+    def train_func():
+        ctx = get_tuner_context()
+        result = PyTorchDistributor(credit_mlp).run(
+            dataset_map=ctx.get_dataset_map(), artifact_stage_location=stage,
+            hyper_params={"epochs": "2", "batch_size": str(ctx.get_hyper_params()["batch_size"])})
+        ctx.report({"loss": result.get_metrics()["eval-loss"]}, model=result.get_model_dir())
+
+    results = Tuner(train_func, {"batch_size": [64, 256]}, TunerConfig("loss", "min", search_alg=GridSearch())).run(
+        dataset_map={"train": ShardedDataConnector.from_dataframe(credit_frame(1500, seed=1)),
+                     "eval": ShardedDataConnector.from_dataframe(credit_frame(500, seed=2))})
+    assert list(results.results["config/batch_size"]) == [64, 256]
+    assert results.results["loss"].notna().all()
+    assert results.best_model.startswith(stage)  # the best trial's model dir
