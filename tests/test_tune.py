@@ -266,7 +266,9 @@ def tune_spec(train: str, holdout: str, **tune) -> dict:
     return {
         "name": "tune-steps", "data": {"train": {"parquet": train}, "eval": {"parquet": holdout}},
         "features": FEATURES, "label": "y", "register": {"model_name": "tune-steps"},
-        "trainer": {"framework": "xgboost", "n_estimators": 60, "params": {"max_depth": 3}},
+        # one thread: many short fits with two OpenMP threads crawl when another process holds a core
+        "trainer": {"framework": "xgboost", "n_estimators": 60, "params": {"max_depth": 3},
+                    "scaling": {"num_workers": 1, "num_cpu_per_worker": 1}},
         "tune": {"search_space": {"params.learning_rate": [0.3, 0.1, 0.002, 0.001],
                                   "params.max_depth": [2, 5]}, "search_alg": "grid", **tune},
     }
