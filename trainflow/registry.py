@@ -227,6 +227,16 @@ _FIXES = {
 }
 
 
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp else client.create_experiment(name)
+
+
+def _log_metrics(client: MlflowClient, run_id: str, batch: list[Metric]) -> None:
+    for i in range(0, len(batch), 1000):  # MLflow's per-request limit
+        client.log_batch(run_id, metrics=batch[i:i + 1000])
+
+
 @contextmanager
 def tuning_run(experiment: str, params: dict[str, Any], tags: dict[str, str],
                trials: list[dict[str, Any]], curves: dict[str, list[float]], metric: str) -> Iterator[str]:
@@ -236,9 +246,7 @@ def tuning_run(experiment: str, params: dict[str, Any], tags: dict[str, str],
     with _pinned_uri(uri):
         try:
             client = _client(uri)
-            exp = client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-            run = mlflow.start_run(experiment_id=exp_id, run_name=f"{experiment}-tuning")
+            run = mlflow.start_run(experiment_id=_experiment_id(client, experiment), run_name=f"{experiment}-tuning")
             mlflow.set_tags({**tags, "trainflow.kind": "tuning"})
             mlflow.log_params(flatten_masked(params))
             mlflow.log_table(pd.DataFrame(trials), "trials.json")
@@ -267,9 +275,7 @@ def log_trial(trial_id: str, params: dict[str, Any], metrics: dict[str, float], 
             mlflow.log_params(flatten_masked(params))
             batch = [Metric(_metric_key(k), float(v), 0, 0) for k, v in metrics.items() if math.isfinite(v)]
             batch += [Metric(_metric_key(f"eval-{metric}"), float(v), 0, i) for i, v in enumerate(curve)]
-            client = MlflowClient()
-            for i in range(0, len(batch), 1000):
-                client.log_batch(run.info.run_id, metrics=batch[i:i + 1000])
+            _log_metrics(MlflowClient(), run.info.run_id, batch)
             return run.info.run_id
     except Exception as exc:
         raise RegistryError(f"logging trial {trial_id} failed: {type(exc).__name__}: {_first_line(exc)}",
@@ -343,9 +349,8 @@ def register_model(
     with _pinned_uri(uri):
         try:
             client = _client(uri)
-            exp = client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-            run = mlflow.start_run(experiment_id=exp_id, nested=mlflow.active_run() is not None)
+            run = mlflow.start_run(experiment_id=_experiment_id(client, experiment),
+                                   nested=mlflow.active_run() is not None)
             run_id = run.info.run_id
 
             step = "logging params, metrics and plots"
@@ -365,8 +370,7 @@ def register_model(
                 for metric, values in curves.items():
                     batch += [Metric(_metric_key(f"{split}-{metric}"), float(v), 0, i)
                               for i, v in enumerate(values)]
-            for i in range(0, len(batch), 1000):  # MLflow's per-request limit
-                client.log_batch(run_id, metrics=batch[i:i + 1000])
+            _log_metrics(client, run_id, batch)
             if eval_history:
                 mlflow.log_dict(eval_history, "eval_history.json")
                 mlflow.log_figure(_learning_curve_figure(eval_history), "plots/learning_curve.png")

@@ -51,7 +51,7 @@ from trainflow.distributors.checkpoint import (
 )
 from trainflow.distributors.controller import GangMember, Rendezvous
 from trainflow.distributors.ingest import categorical_columns, read_shard
-from trainflow.distributors.matrix import CACHE, matrix_key
+from trainflow.distributors.matrix import CACHE, matrix_keys
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.pool import WorkerAddress
 from trainflow.distributors.progress import format_metrics
@@ -384,12 +384,8 @@ def _dataset_keys(job: WorkerJob, rank: int, params: dict[str, Any], cat_names: 
                ("seed", repr(params.get("seed")))]  # also seeds the bin sample (data_random_seed)
     if str(shaping.get("feature_pre_filter", True)).lower() not in ("false", "0"):
         binning.append(("min_data_in_leaf", repr(_first(params, _MIN_DATA_IN_LEAF) or 20)))
-    train_key = matrix_key(job.train_shards, rank, job.input_cols, job.label_col, job.categories, tuple(binning))
-    eval_key = None
-    if job.eval_shards is not None and train_key is not None:
-        eval_key = matrix_key(job.eval_shards, rank, job.input_cols, job.label_col, job.categories,
-                              (*binning, train_key))
-    return train_key, eval_key
+    return matrix_keys(job.train_shards, job.eval_shards, rank, job.input_cols, job.label_col, job.categories,
+                       tuple(binning))
 
 
 # ------------------------------------------------------------------------------- the adapter

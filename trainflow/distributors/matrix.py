@@ -48,6 +48,17 @@ def matrix_key(shards: Sequence[DataConnector], rank: int, columns: Sequence[str
     return MatrixKey(data, tuple(columns), label, cats, binning)
 
 
+def matrix_keys(train_shards: Sequence[DataConnector], eval_shards: Sequence[DataConnector] | None, rank: int,
+                columns: Sequence[str], label: str | None, categories: Mapping[str, Sequence],
+                binning: tuple) -> tuple[MatrixKey | None, MatrixKey | None]:
+    """Keys of rank `rank`'s train and eval matrices; the eval matrix takes the train one's bins, so
+    its key names the train key too (None where the data cannot be named or there is no eval set)."""
+    train = matrix_key(train_shards, rank, columns, label, categories, binning)
+    if eval_shards is None or train is None:
+        return train, None
+    return train, matrix_key(eval_shards, rank, columns, label, categories, (*binning, train))
+
+
 class MatrixCache:
     """A process's matrices, least recently used out first."""
 

@@ -27,7 +27,7 @@ from trainflow.distributors.checkpoint import (
 )
 from trainflow.distributors.controller import GangMember, Rendezvous
 from trainflow.distributors.ingest import read_shard
-from trainflow.distributors.matrix import CACHE, matrix_key
+from trainflow.distributors.matrix import CACHE, matrix_keys
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.pool import WorkerAddress
 from trainflow.distributors.progress import format_metrics
@@ -220,11 +220,8 @@ class _XGBAdapter(BoostingAdapter):
         """(train, eval or None, reused): this rank's QuantileDMatrix pair, from the warm worker's
         cache when it already built it for the same data and binning (distributors/matrix.py)."""
         binning = ("xgboost.QuantileDMatrix", max_bin)
-        train_key = matrix_key(job.train_shards, rank, job.input_cols, job.label_col, job.categories, binning)
-        eval_key = None
-        if job.eval_shards is not None and train_key is not None:
-            eval_key = matrix_key(job.eval_shards, rank, job.input_cols, job.label_col, job.categories,
-                                  (*binning, train_key))
+        train_key, eval_key = matrix_keys(job.train_shards, job.eval_shards, rank, job.input_cols, job.label_col,
+                                          job.categories, binning)
         hit = train_key in CACHE and (job.eval_shards is None or eval_key in CACHE)
         if world_size > 1:  # building a matrix is a collective step: every rank builds, or none
             from xgboost import collective

@@ -57,20 +57,29 @@ class BoostingFramework(Framework):
 
         prewarm(placement.num_workers, placement.use_gpu)
 
-    def fit(self, spec: JobSpec, data: LoadedData, placement: Placement,
-            progress: Callable[[str], None] | ProgressChannel | None) -> FitOutcome:
+    def _estimator(self, spec: JobSpec, placement: Placement, overrides: dict[str, Any] | None = None,
+                   extra: dict[str, Any] | None = None) -> DistributedBoostingEstimator:
+        """The spec's estimator on the plan's placement; `overrides` (n_estimators, params.<name>) win
+        over the spec, `extra` params apply where the spec sets none."""
         from trainflow.secrets import resolve_env
 
-        t = spec.trainer
+        t, overrides = spec.trainer, overrides or {}
         params = {k: resolve_env(v, f"trainer.params.{k}") for k, v in t.params.items()}
-        estimator = self.estimator_cls()(
-            n_estimators=t.n_estimators, objective=t.objective, params=params,
+        params.update({k[len("params."):]: v for k, v in overrides.items() if k.startswith("params.")})
+        for key, value in (extra or {}).items():
+            params.setdefault(key, value)
+        return self.estimator_cls()(
+            n_estimators=int(overrides.get("n_estimators", t.n_estimators)), objective=t.objective, params=params,
             scaling_config=placement,  # the plan step's decision, used as it is
             checkpoint_every=t.checkpoint_every, max_restarts=t.max_restarts,
         )
+
+    def fit(self, spec: JobSpec, data: LoadedData, placement: Placement,
+            progress: Callable[[str], None] | ProgressChannel | None) -> FitOutcome:
+        estimator = self._estimator(spec, placement)
         start = time.perf_counter()
         estimator.fit(data.train, list(spec.features), spec.label, eval_set=data.eval,
-                      verbose_eval=t.verbose_eval, progress=progress)
+                      verbose_eval=spec.trainer.verbose_eval, progress=progress)
         return FitOutcome(self, estimator, time.perf_counter() - start, estimator.placement_)
 
     def model(self, outcome: FitOutcome) -> Any:
@@ -82,23 +91,12 @@ class BoostingFramework(Framework):
 
     def trial_fit(self, spec: JobSpec, data: LoadedData, placement: Placement, overrides: dict[str, Any],
                   metric: str, rounds_done: FitOutcome | None = None) -> tuple[FitOutcome, list[float]]:
-        from trainflow.secrets import resolve_env
-
-        t = spec.trainer
-        params = {k: resolve_env(v, f"trainer.params.{k}") for k, v in t.params.items()}
-        params.update({k[len("params."):]: v for k, v in overrides.items() if k.startswith("params.")})
-        for key, value in self.trial_params.items():
-            params.setdefault(key, value)
         native = self.native_metrics[metric]
-        theirs = params.get(self.eval_metric_param) or []
+        estimator = self._estimator(spec, placement, overrides, self.trial_params)
+        theirs = estimator.params.get(self.eval_metric_param) or []
         theirs = [theirs] if isinstance(theirs, str) else list(theirs)
         # ours first: xgboost's early stopping watches the last one, so the user's choice still decides
-        params[self.eval_metric_param] = [native, *(m for m in theirs if m != native)]
-        estimator = self.estimator_cls()(
-            n_estimators=int(overrides.get("n_estimators", t.n_estimators)), objective=t.objective,
-            params=params, scaling_config=placement,
-            checkpoint_every=t.checkpoint_every, max_restarts=t.max_restarts,
-        )
+        estimator.params[self.eval_metric_param] = [native, *(m for m in theirs if m != native)]
         start = time.perf_counter()
         init = rounds_done.result if rounds_done is not None else None
         estimator.fit(data.train, list(spec.features), spec.label, eval_set=data.eval, init_model=init)

@@ -56,9 +56,6 @@ class TunerContext:
         if model is not None:
             self.model = model
 
-    def final_metrics(self) -> dict[str, float]:
-        return self.reports[-1] if self.reports else {}
-
 
 _current: contextvars.ContextVar[TunerContext | None] = contextvars.ContextVar("trainflow_trial", default=None)
 
