@@ -356,8 +356,11 @@ class Reservation:
             if pool is not None and slots:
                 lost = {ranks[r] for r in (gang._lost if gang is not None else range(len(ranks)))}
                 lost |= set(slots) - set(ranks)  # replaced dead ones
+                # waited for: an async actor does not promise call order, so the caller's next
+                # fit could otherwise be leased other workers (and lose their warm matrix)
                 with contextlib.suppress(Exception):
-                    pool.release.remote(slots, sorted(lost))
+                    bounded_get(pool.release.remote(slots, sorted(lost)), "the worker pool to take workers back",
+                                _LEASE_TIMEOUT_S)
 
     def _own_gang(self) -> Iterator[Gang]:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
