@@ -11,6 +11,7 @@ from flows.console import show_errors_as_messages_if_asked
 from tasks import evaluate, fit, load, plan, register, tune
 from trainflow.cluster import ensure_cluster
 from trainflow.distributors.progress import ProgressChannel
+from trainflow.lineage.record import Reproduction
 from trainflow.spec import JobSpec, parse_spec
 
 show_errors_as_messages_if_asked()  # flow runs started by `trainflow serve`: messages, not stacks
@@ -28,11 +29,15 @@ class TrainflowRayTaskRunner(RayTaskRunner):
 # UI fails the run with trainflow's spec error (key path + accepted values), not a raw pydantic dump.
 @flow(name="training-pipeline", task_runner=TrainflowRayTaskRunner(), persist_result=True,
       log_prints=True, validate_parameters=False)
-def training_pipeline(spec: JobSpec) -> dict[str, Any]:
-    """Train, evaluate and register one model as the spec describes; returns the registered version."""
+def training_pipeline(spec: JobSpec, reproduce: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train, evaluate and register one model as the spec describes; returns the registered version.
+
+    `reproduce` ({version, data}: what `trainflow reproduce` passes) makes the run refuse data whose
+    values differ from the data that version was trained on."""
     spec = parse_spec(spec, source="flow parameter 'spec'")
+    target = Reproduction.from_dict(reproduce) if reproduce else None
     logger = get_run_logger()
-    data = load(spec)
+    data = load(spec, target)
     logger.info("Loaded %d training rows and %d eval rows (%s); schema checks passed.",
                 data.train_rows, data.eval_rows, data.eval_source)
     decided = plan(spec, data)
@@ -57,7 +62,7 @@ def training_pipeline(spec: JobSpec) -> dict[str, Any]:
     if evaluation.champion.metrics is not None:
         logger.info("Champion version %s on the same eval data: %s", evaluation.champion.version,
                     ", ".join(f"{k}={v:.6g}" for k, v in evaluation.champion.metrics.items()))
-    model = register(spec, outcome, evaluation, data, tuned)
+    model = register(spec, outcome, evaluation, data, tuned, target.version if target else "")
     logger.info("Registered %s (aliases: %s); champion is version %s; %s",
                 model.uri, ", ".join(model.aliases), model.champion_version, model.decision)
     return model.to_dict()

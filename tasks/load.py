@@ -6,14 +6,15 @@ from prefect.artifacts import create_table_artifact
 
 from tasks.retry import transient_only
 from trainflow.errors import SchemaValidationError
+from trainflow.lineage.record import Reproduction
 from trainflow.pipeline import load as step
 from trainflow.spec import JobSpec
 
 
 @task(name="load", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_only, persist_result=False)
-def load(spec: JobSpec) -> step.LoadedData:
+def load(spec: JobSpec, reproduce: Reproduction | None = None) -> step.LoadedData:
     try:
-        data = step.load(spec)
+        data = step.load(spec, reproduce)
     except SchemaValidationError as exc:
         create_table_artifact(key="validation-report", table=_rows(exc.report), description=str(exc))
         raise

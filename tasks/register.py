@@ -7,11 +7,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.retry import transient_only
-from trainflow.pipeline import register as step
 from trainflow.frameworks import FitOutcome
+from trainflow.pipeline import register as step
 from trainflow.pipeline.load import LoadedData
 from trainflow.pipeline.tune import TuneOutcome
-from trainflow.registry import RegisteredModel, tracking_uri
+from trainflow.registry import RegisteredModel, mlflow_links, tracking_uri
 from trainflow.secrets import mask_text
 from trainflow.spec import JobSpec
 
@@ -19,16 +19,17 @@ from trainflow.spec import JobSpec
 # A retry is a fresh registration: a failed attempt has already rolled its run and version back.
 @task(name="register", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_only, persist_result=False)
 def register(spec: JobSpec, outcome: FitOutcome, metrics: Mapping[str, float], data: LoadedData,
-             tuned: TuneOutcome | None = None) -> RegisteredModel:
-    from prefect.runtime import flow_run
+             tuned: TuneOutcome | None = None, reproduces: str = "") -> RegisteredModel:
+    from prefect.runtime import deployment, flow_run
 
-    model = step.register(spec, outcome, metrics, data, tuned,
-                          run_tags={"prefect.flow_run_id": str(flow_run.id)} if flow_run.id else None)
+    me = {"id": flow_run.id, "name": flow_run.name, "url": flow_run.ui_url, "deployment": deployment.name}
+    model = step.register(spec, outcome, metrics, data, tuned, flow_run=me if flow_run.id else None,
+                          reproduces=reproduces)
     lines = [f"**{model.name}** version **{model.version}** ({', '.join(model.aliases) or 'no alias'})",
              "", f"- URI: `{model.uri}`", f"- champion: `{model.champion_uri}` (version {model.champion_version})",
              f"- decision: {model.decision}",
-             f"- tracking: `{mask_text(tracking_uri())}`, run `{model.run_id}`", "",
-             *_metrics_table(model)]
+             f"- tracking: `{mask_text(tracking_uri())}`, run `{model.run_id}`",
+             *mlflow_links(model), "", *_metrics_table(model)]
     try:  # the version is registered by now: a failing artifact must not fail (and re-run) the task
         create_markdown_artifact(key="model-version", markdown="\n".join(lines),
                                  description=f"MLflow model version for {spec.name}")

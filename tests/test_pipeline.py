@@ -166,6 +166,94 @@ def test_flow_run_has_artifacts_and_progress_logs(first_run, prefect_api):
     assert params["params.api_token"] == "***"
 
 
+def test_a_version_records_its_flow_run_spec_data_and_code(first_run, warehouse):
+    import pyarrow as pa
+
+    from trainflow.data import connect
+    from trainflow.lineage import batch_digest
+
+    result = first_run.result()
+    client = MlflowClient()
+    version = client.get_model_version("pipe-model", result["version"])
+    flow_run_id = str(first_run.state_details.flow_run_id)
+    tags = version.tags
+    assert tags["trainflow.flow_run.id"] == flow_run_id and tags["trainflow.spec"] == "pipe-good"
+    assert len(tags["trainflow.spec_hash"]) == 64 and tags["trainflow.code.trainflow"]
+    assert float(tags["metric.rmse"]) == pytest.approx(result["metrics"]["rmse"], rel=1e-5)
+    assert flow_run_id in version.description and "TRAINING_DATA" in version.description
+    # the data each split saw: MLflow dataset inputs whose digests the workers computed while validating
+    run = client.get_run(result["run_id"])
+    inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "eval"}
+    for context, table in (("training", "TRAINING_DATA"), ("eval", "EVAL_DATA")):
+        dataset = inputs[context].dataset
+        source = json.loads(dataset.source)
+        assert dataset.source_type == "trainflow" and source["table"] == table
+        assert dataset.digest == tags[f"trainflow.data.{context}.digest"]
+        columns = next(t.value for t in inputs[context].tags if t.key == "columns").split(",")
+        frame = connect(str(warehouse)).table(table).to_pandas()
+        # the same values read in one piece, in another order, give the digest of the run's sharded reads
+        whole = pa.Table.from_pandas(frame[columns].iloc[::-1], preserve_index=False)
+        assert batch_digest(whole, columns).hexdigest == dataset.digest
+        assert tags[f"trainflow.data.{context}.rows"] == str(len(frame))
+    stored = Path(client.download_artifacts(result["run_id"], "spec.yaml", str(Path.cwd())))
+    assert SECRET not in stored.read_text()
+    assert parse_spec(yaml.safe_load(stored.read_text())).name == "pipe-good"
+    linked = next(a for a in _artifacts(first_run.state_details.flow_run_id) if a.key == "model-version")
+    assert "mlflow ui --backend-store-uri" in linked.data and f"#/models/pipe-model/versions/{result['version']}" \
+        in linked.data and "learning_curve.png" in linked.data
+
+
+def test_lineage_shows_a_version_and_reproduce_remakes_it_or_refuses_changed_data(ray_cluster, prefect_api, workdir,
+                                                                                  warehouse, tmp_path):
+    from flows.pipeline import training_pipeline
+    from trainflow.data import connect
+    from trainflow.errors import DataChangedError
+    from trainflow.lineage.store import reproduction
+    from trainflow.registry import tracking_uri
+
+    db = connect(str(warehouse))
+    train, holdout = db.table("TRAINING_DATA").to_pandas(), db.table("EVAL_DATA").to_pandas()
+    train.to_parquet(tmp_path / "train.parquet")
+    holdout.to_parquet(tmp_path / "eval.parquet")
+    spec = demo_spec(warehouse, name="repro-job", register__model_name="repro-model")
+    spec["data"] = {"train": {"parquet": str(tmp_path / "train.parquet")},
+                    "eval": {"parquet": str(tmp_path / "eval.parquet")}}
+    first = run_flow(spec)
+    assert first.is_completed(), first.message
+
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri())
+    cli = [sys.executable, "-m", "trainflow.cli", "lineage", "models:/repro-model@champion"]
+    shown = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=workdir, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert str(tmp_path / "train.parquet") in shown.stdout and str(first.state_details.flow_run_id) in shown.stdout
+    recorded = json.loads(subprocess.run(cli + ["--json"], capture_output=True, text=True, env=env, cwd=workdir,
+                                         timeout=120).stdout)
+    assert [d["context"] for d in recorded["data"]] == ["training", "eval"]
+    assert recorded["data"][0]["rows"] == len(train) and recorded["data"][0]["source"]["files"][0]["size"] > 0
+
+    again, target, overrides = reproduction("models:/repro-model/1", tracking_uri())
+    assert f"trainer.scaling.num_workers={recorded['params']['num_workers']}" in overrides
+    second = training_pipeline(again, target.to_dict(), return_state=True)
+    assert second.is_completed(), second.message
+    assert second.result()["version"] == "2"
+    x = holdout[["age", "income", "credit_score"]]
+    one, two = (mlflow.pyfunc.load_model(f"models:/repro-model/{v}").predict(x) for v in (1, 2))
+    assert (np.asarray(one) == np.asarray(two)).all()  # one worker, hist: the same model exactly
+    made = MlflowClient().get_model_version("repro-model", "2").tags
+    assert made["trainflow.reproduces"] == "models:/repro-model/1"
+    assert made["trainflow.data.training.digest"] == recorded["data"][0]["digest"]
+
+    train.loc[7, "income"] += 1.0  # one value of one row
+    train.to_parquet(tmp_path / "train.parquet")
+    refused = training_pipeline(again, target.to_dict(), return_state=True)
+    assert refused.is_failed()
+    with pytest.raises(DataChangedError, match="training data digest") as info:
+        refused.result()
+    assert any("train.parquet changed" in c for c in info.value.changes)
+    assert len(versions("repro-model")) == 2  # nothing trained or registered
+
+
 def test_register_is_retried_while_the_store_is_busy(first_run, workdir, warehouse):
     """A real 'database is locked' fails the first register attempt; Prefect retries it after the lock goes."""
     import threading

@@ -1,4 +1,5 @@
-"""`trainflow` command line: run / validate a job spec, manage the local Prefect server.
+"""`trainflow` command line: run / validate a job spec, trace and rerun a registered version
+(lineage / reproduce), manage the local Prefect server.
 
 The composition root: the only library module that reaches the Prefect flows.
 """
@@ -27,6 +28,15 @@ def _parser() -> argparse.ArgumentParser:
                          help="override a spec value, e.g. --set trainer.n_estimators=200")
         cmd.add_argument("--json", action="store_true", help="end with one JSON line of the result")
         cmd.add_argument("--debug", action="store_true", help="show tracebacks")
+    lineage = sub.add_parser("lineage", help="where a registered version came from: flow run, spec, data, code")
+    lineage.add_argument("model", help="models:/NAME/VERSION or models:/NAME@ALIAS")
+    lineage.add_argument("--json", action="store_true", help="print one JSON object")
+    lineage.add_argument("--debug", action="store_true", help="show tracebacks")
+    again = sub.add_parser("reproduce", help="rerun a version's stored spec on the same data, placement and "
+                           "threads; refuses when the data changed")
+    again.add_argument("model", help="models:/NAME/VERSION or models:/NAME@ALIAS")
+    again.add_argument("--json", action="store_true", help="end with one JSON line of the result")
+    again.add_argument("--debug", action="store_true", help="show tracebacks")
     serve = sub.add_parser("serve", help="serve one deployment per job spec, with its schedule")
     serve.add_argument("paths", nargs="*", help="spec files or folders (default deployments/specs)")
     serve.add_argument("--limit", type=int, default=None, help="most flow runs at once")
@@ -44,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"run": _run, "validate": _validate, "serve": _serve, "deployments": _deployments,
-                    "server": _server}
+                    "server": _server, "lineage": _lineage, "reproduce": _reproduce}
         return commands[args.command](args)
     except TrainflowError as exc:
         if args.debug:
@@ -74,7 +84,56 @@ def _run(args: argparse.Namespace) -> int:
         return _run_attached(args, spec, api)
 
 
-def _run_attached(args: argparse.Namespace, spec, api: str) -> int:
+def _reproduce(args: argparse.Namespace) -> int:
+    from trainflow import prefect_server
+    from trainflow.lineage.store import reproduction
+    from trainflow.registry import tracking_uri
+
+    spec, target, overrides = reproduction(args.model, tracking_uri())
+    print(f"Reproducing {target.version} with the stored spec" + (f" and {' '.join(overrides)}" if overrides else ""))
+    with prefect_server.attach("run") as api:
+        return _run_attached(args, spec, api, target.to_dict())
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    from trainflow.lineage.store import read_lineage
+    from trainflow.registry import tracking_uri
+
+    found = read_lineage(args.model, tracking_uri())
+    if args.json:
+        print(json.dumps(found.to_dict(), default=str))
+        return 0
+    lin = found.lineage
+    print(f"{found.uri}  aliases: {', '.join(found.aliases) or '-'}")
+    print(f"  run:       {found.run_id} in experiment {found.experiment!r} ({found.status})")
+    flow = lin.flow_run
+    if flow.get("id"):
+        print(f"  flow run:  {flow.get('name', '')} {flow['id']}" + (f"  {flow['url']}" if flow.get("url") else "")
+              + (f"  deployment {flow['deployment']}" if flow.get("deployment") else ""))
+    print(f"  spec:      sha256 {lin.spec_hash}  (artifact spec.yaml)")
+    code = lin.code
+    print(f"  code:      trainflow {code.get('trainflow', '?')}"
+          + (f", commit {code['git_commit']}" if code.get("git_commit") else ""))
+    print(f"  checks:    pandera report digest {lin.validation_digest[:16]}")
+    for d in lin.data:
+        print(f"  {d.context + ':':<10} {d.rows} rows, digest {d.digest}, {d.selection}")
+        src = d.source
+        if src.get("kind") == "parquet":
+            for f in src.get("files", []):
+                print(f"             {f['uri']}  {f['size']} bytes  modified {f['mtime']}")
+        elif "database" in src:
+            print(f"             {src['kind']} {src['database']}: "
+                  + (f"table {src['table']}" if src.get("table") else f"query {' '.join(str(src['query']).split())}"))
+    if found.metrics:
+        print("  metrics:   " + "  ".join(f"{k}={v:.6g}" for k, v in sorted(found.metrics.items())
+                                          if not k.startswith(("train-", "eval-"))))
+    if lin.reproduces:
+        print(f"  reproduces {lin.reproduces}")
+    print(f"Rerun it:    trainflow reproduce {found.uri}")
+    return 0
+
+
+def _run_attached(args: argparse.Namespace, spec, api: str, reproduce: dict[str, Any] | None = None) -> int:
     from prefect import tags
 
     from flows.console import show_errors_as_messages
@@ -86,7 +145,7 @@ def _run_attached(args: argparse.Namespace, spec, api: str) -> int:
         show_errors_as_messages()
     start = time.perf_counter()
     with tags(project_tag()):
-        state = training_pipeline(spec, return_state=True)
+        state = training_pipeline(spec, reproduce, return_state=True)
     if state.is_failed():
         exc = _exception_of(state)
         raise exc if isinstance(exc, TrainflowError) else TrainflowError(

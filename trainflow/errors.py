@@ -32,6 +32,14 @@ class SchemaValidationError(DataError):
         self.report = report or []
 
 
+class DataChangedError(DataError):
+    """The data differs from the data a model version was trained on; `changes` names each difference."""
+
+    def __init__(self, message: str, changes: list[str] | None = None):
+        super().__init__(message)
+        self.changes = changes or []
+
+
 class ResourceError(TrainflowError):
     """The cluster cannot provide what the job asks for (workers, CPUs, GPUs) or cannot be reached."""
 

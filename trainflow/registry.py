@@ -31,6 +31,8 @@ from mlflow.exceptions import MlflowException
 from trainflow import frameworks
 from trainflow.errors import ConfigError, RegistryError
 from trainflow.frameworks import Framework
+from trainflow.lineage.record import RunLineage
+from trainflow.lineage.store import log_lineage, version_tags
 from trainflow.secrets import flatten_masked, mask_text
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -118,6 +120,8 @@ class RegisteredModel:
     decision: str = ""  # why champion moved or stayed, in words
     # the champion evaluate scored on this run's eval data: {"version", "metrics"} or {"version", "unscorable"}
     compared: dict[str, Any] = field(default_factory=dict)
+    experiment_id: str = ""
+    artifact_uri: str = ""  # the run's artifacts (plots/, spec.yaml, lineage.json)
 
     @property
     def champion_uri(self) -> str:
@@ -125,6 +129,32 @@ class RegisteredModel:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "champion_uri": self.champion_uri}
+
+
+def mlflow_ui_url() -> str:
+    """Where people open the MLflow UI: TRAINFLOW_MLFLOW_UI_URL, else an http(s) tracking URI, else ""
+    (a local SQLite store has no UI until `mlflow ui` serves it)."""
+    ui = os.environ.get("TRAINFLOW_MLFLOW_UI_URL") or ""
+    if not ui and tracking_uri().startswith(("http://", "https://")):
+        ui = tracking_uri()
+    return ui.rstrip("/")
+
+
+def mlflow_links(model: RegisteredModel) -> list[str]:
+    """Markdown lines linking a registered version, its run and its plots in the MLflow UI (or, for a
+    local store, the command that opens the UI and the plot files)."""
+    plots = ("plots/learning_curve.png", "plots/feature_importance.png")
+    version_page = f"#/models/{model.name}/versions/{model.version}"
+    run_page = f"#/experiments/{model.experiment_id}/runs/{model.run_id}"
+    ui = mlflow_ui_url()
+    if ui:
+        return [f"- MLflow: [model version {model.version}]({ui}/{version_page}) · [run]({ui}/{run_page})",
+                *[f"- plot: [{p.split('/')[1]}]({ui}/get-artifact?path={p}&run_uuid={model.run_id})" for p in plots]]
+    local = model.artifact_uri.removeprefix("file://")
+    found = [p for p in plots if local and os.path.exists(os.path.join(local, p))]
+    serve = (f"- MLflow UI: run `mlflow ui --backend-store-uri {mask_text(tracking_uri())} --host 127.0.0.1`, "
+             f"then open http://127.0.0.1:5000/{version_page} (set TRAINFLOW_MLFLOW_UI_URL to link a served UI)")
+    return [serve, *[f"- plot: `{os.path.join(local, p)}`" for p in found]]
 
 
 @contextmanager
@@ -314,6 +344,7 @@ def register_model(
     rule: PromotionRule,
     tags: dict[str, Any] | None = None,
     champion: ChampionScore | None = None,
+    lineage: RunLineage | None = None,
 ) -> RegisteredModel:
     """Log one run, register one version, set `challenger`, and move `champion` if it wins.
 
@@ -321,6 +352,9 @@ def register_model(
     logged (`champion_<metric>` metrics, `trainflow.champion_version` tag) and `champion` moves only if
     that version still holds the alias and loses by the rule. Without it the champion's stored metric
     is compared, which is fair only when both runs used the same eval data.
+
+    `lineage` (the pipeline passes it) is written on the run (spec, data inputs, code, flow run) and on
+    the version (tags and a description for its MLflow page).
 
     All-or-nothing: on any failure the run ends FAILED, a version created by this call is deleted
     (taking its aliases with it) and RegistryError names the step and the fix.
@@ -363,6 +397,8 @@ def register_model(
             if len(listed) > 5000:
                 mlflow.log_dict(list(feature_names), FEATURES_FILE)
             mlflow.log_params(flatten_masked(params))
+            if lineage is not None:
+                log_lineage(lineage, experiment)
             batch = [Metric(_metric_key(k), float(v), 0, 0) for k, v in metrics.items()]
             if champion is not None and champion.metrics:
                 batch += [Metric(_metric_key(f"champion_{k}"), float(v), 0, 0) for k, v in champion.metrics.items()]
@@ -383,7 +419,12 @@ def register_model(
             info = framework.log_model(model, example)
 
             step = "registering the model version"
-            version = mlflow.register_model(info.model_uri, model_name).version
+            described = lineage is not None
+            version = mlflow.register_model(
+                info.model_uri, model_name,
+                tags=version_tags(lineage, experiment, metrics) if described else None).version
+            if described:
+                client.update_model_version(model_name, version, lineage.description(experiment, metrics))
 
             step = "moving the aliases"
             with _promotion_lock(uri, model_name):
@@ -424,7 +465,8 @@ def register_model(
         aliases=[CHALLENGER, CHAMPION] if promoted else [CHALLENGER],
         metrics={k: float(v) for k, v in metrics.items()}, promoted=promoted,
         champion_version=str(version if promoted else (current.version if current else "")),
-        decision=decision, compared=_compared(champion),
+        decision=decision, compared=_compared(champion), experiment_id=run.info.experiment_id,
+        artifact_uri=run.info.artifact_uri,
     )
 
 

@@ -88,6 +88,10 @@ class DataConnector:
         """See Source.identity: names these rows as they are now, or None."""
         return self._source.identity()
 
+    def origin(self) -> dict[str, Any]:
+        """See Source.origin: where these rows come from (files, database and query), for lineage."""
+        return self._source.origin()
+
     def is_stable(self) -> bool:
         """Whether reading twice gives the same rows in the same order (then it splits in place)."""
         return self._source.is_stable()

@@ -22,7 +22,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from trainflow.data.sources import DEFAULT_BATCH_ROWS, Source, _require_columns, row_ranges
+from trainflow.data.sources import (
+    DEFAULT_BATCH_ROWS,
+    Source,
+    _require_columns,
+    row_ranges,
+)
 from trainflow.errors import ResourceError
 
 BLOCK_BYTES = 64 * 1024 * 1024  # a block is cut once it holds this many bytes of Arrow data
@@ -37,6 +42,7 @@ class SnapshotInfo:
     blocks: int
     nbytes: int
     seconds: float
+    source: dict[str, Any] = field(default_factory=dict)  # the read source's origin(), for lineage
     # unique per read: a retried task makes objects with the same ids, perhaps of other rows
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -106,6 +112,9 @@ class SnapshotSource(Source):
     def describe(self) -> str:
         return self.info.origin
 
+    def origin(self) -> dict[str, Any]:
+        return {**self.info.source, "read_once": True}
+
     def identity(self) -> str | None:
         return f"snapshot:{self.info.uid}:" + repr([(self.refs[s.block].hex(), s.start, s.stop) for s in self.slices])
 
@@ -141,7 +150,7 @@ def take_snapshot(source: Source, timeout_s: float | None = None) -> SnapshotSou
             break
     meta = bounded_get(refs.pop(), f"the snapshot of the {source.describe()}", timeout_s=timeout)
     info = SnapshotInfo(source.describe(), sum(meta["rows"]), len(meta["rows"]), meta["nbytes"],
-                        time.monotonic() - start)
+                        time.monotonic() - start, source.origin())
     return SnapshotSource(refs, meta["rows"], meta["schema"], info)
 
 

@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -84,6 +85,11 @@ class Source:
 
     def describe(self) -> str:
         raise NotImplementedError
+
+    def origin(self) -> dict[str, Any]:
+        """Where these rows come from, for lineage: files with size and modification time, or the
+        database and table/query text. Secrets in locations are masked; no rows are read."""
+        return {"kind": type(self).__name__, "description": self.describe()}
 
     def _read_schema(self) -> pa.Schema:
         raise NotImplementedError
@@ -213,6 +219,15 @@ class ParquetSource(Source):
     def describe(self) -> str:
         return f"Parquet {mask_text(self.location)!r}"
 
+    def origin(self) -> dict[str, Any]:
+        fs, _ = self._fs_and_files()
+        files = sorted({p.path for p in self._all_pieces()})
+        scheme = "" if isinstance(fs, pafs.LocalFileSystem) else self.location.split("://", 1)[0] + "://"
+        return {"kind": "parquet", "location": mask_text(self.location),
+                "files": [{"uri": mask_text(scheme + i.path), "size": i.size,
+                           "mtime": _iso(i.mtime_ns) if i.mtime_ns is not None else None}
+                          for i in fs.get_file_info(files)]}
+
     def identity(self) -> str | None:
         fs, _ = self._fs_and_files()
         pieces = self._all_pieces()
@@ -292,6 +307,9 @@ class ArrowSource(Source):
     def describe(self) -> str:
         return "in-memory table"
 
+    def origin(self) -> dict[str, Any]:
+        return {"kind": "in-memory", "rows": self.count_rows()}
+
     def identity(self) -> str | None:
         # an object-store object never changes; the uid, made when it was put, tells apart the objects
         # a retried task puts under the same id
@@ -336,6 +354,12 @@ class RayDatasetSource(Source):
         return "Ray Dataset"
 
 
+def _iso(ns: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).isoformat()
+
+
 def _require_columns(schema: pa.Schema, columns: Sequence[str], where: str) -> None:
     missing = [c for c in columns if c not in schema.names]
     if missing:
@@ -351,9 +375,10 @@ class ConcatSource(Source):
     `split(n)` hands each shard a contiguous group of whole parts, so shards stay disjoint and in order.
     """
 
-    def __init__(self, parts: Sequence[Source], label: str):
+    def __init__(self, parts: Sequence[Source], label: str, origin: dict[str, Any] | None = None):
         self.parts = list(parts)
         self.label = label
+        self._origin = origin  # the whole source the parts were cut from
 
     def is_stable(self) -> bool:
         return all(p.is_stable() for p in self.parts)
@@ -379,7 +404,7 @@ class ConcatSource(Source):
         for part in self.parts:  # a part goes to the shard its first row falls in
             groups[min(n - 1, start * n // total)].append(part)
             start += part.count_rows()
-        return [ConcatSource(group, self.label) for group in groups]
+        return [ConcatSource(group, self.label, self._origin) for group in groups]
 
     def _read_batches(self, columns, batch_rows):
         for part in self.parts:
@@ -391,6 +416,10 @@ class ConcatSource(Source):
 
     def describe(self) -> str:
         return self.label
+
+    def origin(self) -> dict[str, Any]:
+        return self._origin if self._origin is not None else {"kind": "parts",
+                                                              "parts": [p.origin() for p in self.parts]}
 
 
 def sample_blocks(source: Source, fraction: float, seed: int = 0,
@@ -408,6 +437,7 @@ def sample_blocks(source: Source, fraction: float, seed: int = 0,
     random.Random(seed).shuffle(order)
     chosen = set(order[: max(1, round(fraction * len(parts)))]) if len(parts) > 1 else set()
     where = source.describe()
-    rest = ConcatSource([p for i, p in enumerate(parts) if i not in chosen], f"{where} (train part)")
-    sample = ConcatSource([p for i, p in enumerate(parts) if i in chosen], f"{where} (eval part)")
+    origin = source.origin()
+    rest = ConcatSource([p for i, p in enumerate(parts) if i not in chosen], f"{where} (train part)", origin)
+    sample = ConcatSource([p for i, p in enumerate(parts) if i in chosen], f"{where} (eval part)", origin)
     return rest, sample

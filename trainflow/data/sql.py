@@ -12,6 +12,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -157,6 +158,12 @@ class SqlSource(Source):
         what = f"table {self.table!r}" if self.table is not None else "query"
         return f"{what} in {self.path!r}"
 
+    def origin(self) -> dict[str, Any]:
+        stat = os.stat(self.path) if os.path.exists(self.path) else None
+        where = {"table": self.table} if self.table is not None else {"query": self.query}
+        return {"kind": self.kind, "database": mask_text(self.path), **where,
+                "size": stat.st_size if stat else None}
+
 
 # ----------------------------------------------------------------------------------- SQLite types
 def _declared_type(decl: str) -> pa.DataType | None:
@@ -245,7 +252,7 @@ def normalise_database(target: str) -> str:
     for scheme, kind in (("duckdb://", "duckdb"), ("sqlite://", "sqlite")):
         if target.startswith(scheme):
             rest = target[len(scheme):]
-            path = rest[1:] if rest.startswith("/") else rest  # ///rel/path, ////abs/path (SQLAlchemy style)
+            path = rest.removeprefix("/")  # ///rel/path, ////abs/path (SQLAlchemy style)
             return f"{kind}:{os.path.abspath(path)}"
     if "://" in target:
         raise DataError(

@@ -111,6 +111,11 @@ class Framework:
     def run_tags(self, outcome: FitOutcome) -> dict[str, str]:
         return {}
 
+    def reproduce_overrides(self, run_params: Mapping[str, str]) -> list[str]:
+        """`--set` overrides that make a rerun of a stored spec train as the recorded run did (its
+        placement and thread counts, deterministic modes), from that run's params."""
+        return []
+
     def eval_history(self, outcome: FitOutcome) -> dict[str, dict[str, list[float]]]:
         """{split: {metric: [per round/epoch]}} as recorded during the fit."""
         return {}

@@ -3,7 +3,7 @@ the planned placement, its adapter scores, and the booster is logged in the fram
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -118,6 +118,12 @@ class BoostingFramework(Framework):
         t, p = spec.trainer, outcome.placement
         return {"n_estimators": t.n_estimators, **{f"params.{k}": v for k, v in t.params.items()},
                 "num_workers": p.num_workers, "cpus_per_worker": p.cpus_per_worker, "use_gpu": p.use_gpu}
+
+    def reproduce_overrides(self, run_params: Mapping[str, str]) -> list[str]:
+        # the placement decides the shards and each worker's threads (nthread = its CPUs)
+        return [f"trainer.scaling.{key}={run_params[name]}" for key, name in
+                (("num_workers", "num_workers"), ("num_cpu_per_worker", "cpus_per_worker"), ("use_gpu", "use_gpu"))
+                if name in run_params]
 
     def eval_history(self, outcome: FitOutcome) -> dict[str, dict[str, list[float]]]:
         return outcome.result.get_eval_results()

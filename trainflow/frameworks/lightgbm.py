@@ -1,6 +1,7 @@
 """The lightgbm plug-in: objectives, LightGBMEstimator for fits, the mlflow.lightgbm flavour."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from trainflow.frameworks import register
@@ -30,6 +31,13 @@ class LightGBMFramework(BoostingFramework):
     eval_metric_param = "metric"
     # min_data_in_leaf would otherwise shape the Dataset (unsplittable features pruned when built)
     trial_params = {"feature_pre_filter": False}
+
+    def reproduce_overrides(self, run_params: Mapping[str, str]) -> list[str]:
+        # LightGBM picks row- or col-wise histograms by timing both unless told: fix it, and its
+        # deterministic mode, so a rerun takes the same path
+        fixed = [] if ("params.force_col_wise" in run_params or "params.force_row_wise" in run_params) else [
+            "trainer.params.force_row_wise=true"]
+        return [*super().reproduce_overrides(run_params), "trainer.params.deterministic=true", *fixed]
 
     def estimator_cls(self):
         from trainflow.distributors.lightgbm import LightGBMEstimator

@@ -5,7 +5,9 @@ from dataclasses import dataclass, field
 
 from trainflow.data import DataConnector, connect
 from trainflow.data.sources import sample_blocks
-from trainflow.errors import DataError, SchemaValidationError
+from trainflow.errors import DataChangedError, DataError, SchemaValidationError
+from trainflow.lineage.digest import ContentDigest, batch_digest, total
+from trainflow.lineage.record import DataRecord, Reproduction, report_digest
 from trainflow.secrets import resolve_env
 from trainflow.spec import JobSpec, SourceSpec
 from trainflow.distributors.ingest import remote
@@ -31,6 +33,9 @@ class LoadedData:
     eval_rows: int
     eval_source: str
     report: list[dict] = field(default_factory=list)
+    #: the train and eval snapshots for lineage (origin, rows, content digest), made while validating
+    records: tuple[DataRecord, ...] = ()
+    validation_digest: str = ""
 
     def release(self) -> None:
         """Drop the snapshot blocks this run read (a no-op for data read in place)."""
@@ -100,6 +105,11 @@ def validate(spec: JobSpec, connector: DataConnector, what: str) -> list[dict]:
     Row-wise checks run on each batch; `unique` is checked over the whole data by hash partitions
     (trainflow.uniqueness), so duplicates in different batches or shards are found.
     """
+    return validate_and_digest(spec, connector, what)[0]
+
+
+def validate_and_digest(spec: JobSpec, connector: DataConnector, what: str) -> tuple[list[dict], ContentDigest]:
+    """`validate`, and in the same read the content digest of the checked columns (for lineage)."""
     import ray
 
     from trainflow.cluster import ensure_cluster
@@ -123,25 +133,28 @@ def validate(spec: JobSpec, connector: DataConnector, what: str) -> list[dict]:
     outputs = [task.remote(s, row_schema, keys, parts, columns, off)
                for s, off in zip(shards, offsets)]
     outputs = [out if parts else [out] for out in outputs]
-    reports = [out[0] for out in outputs]
     dedup = remote(_duplicates_in_partition)
-    reports += [dedup.remote(keys, *[out[1 + p] for out in outputs]) for p in range(parts)]
+    checks = [dedup.remote(keys, *[out[1 + p] for out in outputs]) for p in range(parts)]
     where = f"validating the {what} ({len(shards)} shard task(s), {parts} uniqueness task(s))"
-    return merge_reports(bounded_get(reports, where))
+    shard_results = bounded_get([out[0] for out in outputs] + checks, where)
+    reports = [r for r, _ in shard_results[:len(outputs)]] + shard_results[len(outputs):]
+    return merge_reports(reports), total(columns, [d for _, d in shard_results[:len(outputs)]])
 
 
 def _validate_shard(shard: DataConnector, schema, keys: list[UniqueKey], parts: int, columns: list[str],
                     offset: int):
     """Row-wise report of one shard, then (when `keys`) its keys, one object per hash partition."""
     reports, pieces = [], [[] for _ in range(parts)]
+    digest = total(columns, [])
     for batch in shard.iter_batches(columns, VALIDATE_BATCH_ROWS):
+        digest = digest + batch_digest(batch, columns)
         frame = batch.to_pandas()
         reports.append(validate_frame(frame, schema, row_offset=offset))
         if parts:
             for p, piece in enumerate(partition_keys(frame, keys, parts, offset)):
                 pieces[p].append(piece)
         offset += batch.num_rows
-    merged = merge_reports(reports)
+    merged = (merge_reports(reports), digest)
     if not parts:
         return merged
     return (merged, *[_concat_pieces(keys, piece) for piece in pieces])
@@ -158,18 +171,39 @@ def _duplicates_in_partition(keys: list[UniqueKey], *pieces) -> list[dict]:
     return duplicate_records(keys, pieces)
 
 
-def load(spec: JobSpec) -> LoadedData:
-    """Open and validate; raise SchemaValidationError (with the report) when any check fails."""
+def load(spec: JobSpec, reproduce: Reproduction | None = None) -> LoadedData:
+    """Open and validate; raise SchemaValidationError (with the report) when any check fails, and
+    DataChangedError when `reproduce` names data whose values are not what this run reads."""
     train, evaluation, eval_source = open_data(spec)
     check_columns(spec, train, evaluation)
-    report = []
-    for conn, what in ((train, "training data"), (evaluation, "eval data")):
-        failures = validate(spec, conn, what)
+    report, records = [], []
+    for conn, what, context in ((train, "training data", "training"), (evaluation, "eval data", "eval")):
+        failures, digest = validate_and_digest(spec, conn, what)
         if failures:
             for record in failures:
                 record["data"] = what
             report.extend(failures)
             message = format_report(failures, f"the {what} ({conn.describe()})")
             raise SchemaValidationError(message, report)
-    return LoadedData(train, evaluation, train.count_rows(), evaluation.count_rows(), eval_source, report)
+        selection = "all rows" if spec.data.eval is not None else (
+            f"{eval_source}, block-sampled with seed 0" if context == "eval" else
+            f"all but the eval sample ({eval_source})")
+        records.append(DataRecord(context, conn.origin(), selection, digest.rows, digest.hexdigest, digest.columns))
+    if reproduce is not None:
+        check_expected(tuple(records), list(reproduce.data), reproduce.version)
+    schema = spec.model_dump(mode="json", by_alias=True).get("schema")
+    checked = report_digest(schema, report, {r.context: r.rows for r in records})
+    return LoadedData(train, evaluation, records[0].rows, records[1].rows, eval_source, report,
+                      tuple(records), checked)
+
+
+def check_expected(records: tuple[DataRecord, ...], expected: list[DataRecord], what: str) -> None:
+    """Refuse data whose values differ from `expected` (a version's records), naming what changed."""
+    now = {r.context: r for r in records}
+    changes = [c for e in expected if e.context in now for c in e.differences(now[e.context])]
+    if changes:
+        raise DataChangedError(
+            f"The data is not what {what} was trained on: " + "; ".join(changes)
+            + ". Restore that data (or point the spec at a copy of it) to reproduce; a rerun on the new "
+            "data is `trainflow run` with the spec.", changes)
 

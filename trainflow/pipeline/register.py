@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from trainflow.frameworks import FitOutcome
+from trainflow.lineage import RunLineage, code_version, spec_hash, spec_text
 from trainflow.pipeline.load import LoadedData
 from trainflow.pipeline.tune import TuneOutcome, trials_table
 from trainflow.registry import (
@@ -25,11 +26,24 @@ def promotion(spec: JobSpec, metrics: Mapping[str, float]) -> dict[str, Any]:
             "champion": getattr(metrics, "champion", None), "metrics": dict(metrics)}
 
 
+def lineage(spec: JobSpec, data: LoadedData, flow_run: Mapping[str, str] | None = None,
+            reproduces: str = "") -> RunLineage:
+    """The version's lineage: the spec as stored, the data records the load step made, code, flow run."""
+    text = spec_text(spec)
+    return RunLineage(text, spec_hash(text), data.records, data.validation_digest, code_version(),
+                      {k: str(v) for k, v in (flow_run or {}).items() if v}, reproduces)
+
+
 def register(spec: JobSpec, outcome: FitOutcome, metrics: Mapping[str, float], data: LoadedData,
-             tuned: TuneOutcome | None = None, run_tags: Mapping[str, str] | None = None) -> RegisteredModel:
+             tuned: TuneOutcome | None = None, run_tags: Mapping[str, str] | None = None,
+             flow_run: Mapping[str, str] | None = None, reproduces: str = "") -> RegisteredModel:
     """One run and version; after a search, a parent run with one nested run per trial, the best
-    trial's run being the one that logs and registers the model. `run_tags` go on every run (the
-    flow passes its flow-run id)."""
+    trial's run being the one that logs and registers the model. `run_tags` go on every run;
+    `flow_run` (id, name, url, deployment: what the flow knows of itself) goes into the lineage,
+    and `reproduces` names the version a `trainflow reproduce` run re-makes."""
+    if flow_run and flow_run.get("id"):
+        run_tags = {"prefect.flow_run_id": str(flow_run["id"]), **(run_tags or {})}
+    made = lineage(spec, data, flow_run, reproduces)
     fw = outcome.framework
     features = list(spec.features)
     example = data.train.to_pandas(limit=5)[features]
@@ -44,7 +58,7 @@ def register(spec: JobSpec, outcome: FitOutcome, metrics: Mapping[str, float], d
             experiment=spec.name, model_name=spec.register.model_name, framework=fw,
             model=outcome.model, input_example=example, params=params,
             eval_history=fw.eval_history(outcome), feature_names=features, feature_importance=None,
-            tags=tags, **promotion(spec, metrics),
+            tags=tags, lineage=made, **promotion(spec, metrics),
         )
 
     if tuned is None:

@@ -1,0 +1,194 @@
+"""Lineage in MLflow: written on the active run and its model version, read back by model URI.
+
+The run gets the spec as `spec.yaml`, everything else as `lineage.json`, flat `trainflow.*` tags, and
+one `log_input` per data split (a `MetaDataset`: MLflow keeps the source description and digest, no
+rows). The version gets the same tags, the metrics as tags, and a description for its UI page.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.exceptions import MlflowException
+
+from trainflow.errors import ConfigError, RegistryError
+from trainflow.lineage.record import (
+    LINEAGE_FILE,
+    SPEC_FILE,
+    DataRecord,
+    Reproduction,
+    RunLineage,
+    spec_hash,
+)
+
+if TYPE_CHECKING:
+    from trainflow.spec import JobSpec
+
+
+class TrainflowDataSource(DatasetSource):
+    """A data split's origin as trainflow recorded it (files, database and table/query)."""
+
+    def __init__(self, origin: Mapping[str, Any]):
+        self._origin = dict(origin)
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "trainflow"
+
+    def load(self) -> Any:
+        raise NotImplementedError("open the data with trainflow.data (the origin names it)")
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return False
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> TrainflowDataSource:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._origin
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[str, Any]) -> TrainflowDataSource:
+        return cls(source_dict)
+
+
+def log_lineage(lineage: RunLineage, dataset_name: str) -> None:
+    """On the active run: tags, `spec.yaml`, `lineage.json` and one dataset input per split."""
+    mlflow.set_tags(lineage.tags())
+    mlflow.log_text(lineage.spec_yaml, SPEC_FILE)
+    mlflow.log_dict(lineage.to_dict(), LINEAGE_FILE)
+    for record in lineage.data:
+        dataset = MetaDataset(TrainflowDataSource(record.source), name=f"{dataset_name}-{record.context}",
+                              digest=record.digest)
+        mlflow.log_input(dataset, context=record.context,
+                         tags={"rows": str(record.rows), "selection": record.selection[:5000],
+                               "columns": ",".join(record.columns)[:5000]})
+
+
+def version_tags(lineage: RunLineage, spec_name: str, metrics: Mapping[str, float]) -> dict[str, str]:
+    """Tags for the model version's page: the lineage tags, the spec's name and the metrics."""
+    return {**lineage.tags(), "trainflow.spec": spec_name,
+            **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()}}
+
+
+# ------------------------------------------------------------------------------------- reading
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+
+
+@dataclass(frozen=True)
+class VersionLineage:
+    """A registered version with what its run recorded: for `trainflow lineage` and `reproduce`."""
+
+    name: str
+    version: str
+    aliases: list[str]
+    run_id: str
+    experiment: str
+    status: str
+    lineage: RunLineage
+    params: dict[str, str]
+    metrics: dict[str, float]
+    description: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "uri": self.uri, "aliases": self.aliases,
+                "run_id": self.run_id, "experiment": self.experiment, "status": self.status,
+                "params": self.params, "metrics": self.metrics, **self.lineage.to_dict()}
+
+
+def read_lineage(uri: str, tracking_uri: str, with_spec: bool = False) -> VersionLineage:
+    """What the version behind `models:/name/N` or `models:/name@alias` records, read from its run's
+    tags and inputs (no artifact download: `trainflow lineage` answers in a few seconds); the stored
+    spec too `with_spec` (checked against its recorded hash). Errors name the fix."""
+    match = _URI.match(uri.strip())
+    if not match:
+        raise ConfigError(f"{uri!r} is not a model version URI: write models:/NAME/VERSION or models:/NAME@ALIAS "
+                          "(e.g. models:/credit-risk@champion).")
+    name = match["name"]
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        mv = (client.get_model_version(name, match["version"]) if match["version"]
+              else client.get_model_version_by_alias(name, match["alias"]))
+    except MlflowException as exc:
+        raise ConfigError(f"No model version {uri} in the registry at {tracking_uri}: {exc.message}. "
+                          "List versions in the MLflow UI or check MLFLOW_TRACKING_URI.") from None
+    run = client.get_run(mv.run_id)
+    if "trainflow.spec_hash" not in run.data.tags:
+        raise RegistryError(f"{uri} (run {mv.run_id}) has no lineage record: it was registered before trainflow "
+                            "recorded lineage, or not by trainflow.")
+    lineage = _from_run(run)
+    if with_spec:
+        try:
+            text = _artifact_text(client, mv.run_id, SPEC_FILE)
+        except (OSError, MlflowException) as exc:
+            raise RegistryError(f"The spec stored with {uri} (artifact {SPEC_FILE} of run {mv.run_id}) cannot be "
+                                f"read: {exc}") from None
+        if spec_hash(text) != lineage.spec_hash:
+            raise RegistryError(f"The spec stored with {uri} does not match its recorded hash "
+                                f"{lineage.spec_hash[:12]}: the artifact was changed after registration.")
+        lineage = replace(lineage, spec_yaml=text)
+    experiment = client.get_experiment(run.info.experiment_id)
+    return VersionLineage(name, str(mv.version), list(mv.aliases or []), mv.run_id,
+                          experiment.name if experiment else run.info.experiment_id, run.info.status,
+                          lineage, dict(run.data.params), dict(run.data.metrics), mv.description or "")
+
+
+def _from_run(run: Any) -> RunLineage:
+    tags = run.data.tags
+    records = []
+    for given in run.inputs.dataset_inputs if run.inputs else []:
+        t = {x.key: x.value for x in given.tags}
+        records.append(DataRecord(t.get("mlflow.data.context", ""), json.loads(given.dataset.source),
+                                  t.get("selection", ""), int(t.get("rows", 0)), given.dataset.digest,
+                                  tuple(c for c in t.get("columns", "").split(",") if c)))
+    records.sort(key=lambda r: r.context != "training")
+
+    def prefixed(prefix: str) -> dict[str, str]:
+        return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
+
+    return RunLineage("", tags["trainflow.spec_hash"], tuple(records), tags.get("trainflow.validation_digest", ""),
+                      prefixed("trainflow.code."), prefixed("trainflow.flow_run."), tags.get("trainflow.reproduces", ""))
+
+
+def reproduction(uri: str, tracking_uri: str) -> tuple[JobSpec, Reproduction, list[str]]:
+    """What `trainflow reproduce` runs: the stored spec with the framework's overrides for the
+    recorded placement and threads, the data it must see again, and those overrides."""
+    from trainflow import frameworks
+    from trainflow.spec import spec_from_yaml_text
+
+    was = read_lineage(uri, tracking_uri, with_spec=True)
+    overrides = frameworks.get(was.params.get("framework", "xgboost")).reproduce_overrides(was.params)
+    spec = spec_from_yaml_text(was.lineage.spec_yaml, overrides, source=f"the spec stored with {was.uri}")
+    return spec, Reproduction(was.uri, was.lineage.data), overrides
+
+
+def _artifact_text(client: MlflowClient, run_id: str, path: str) -> str:
+    import tempfile
+    from pathlib import Path
+
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    before = os.environ.get(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name)
+    os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"  # no bar on the console for one file
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(client.download_artifacts(run_id, path, tmp)).read_text()
+    finally:
+        if before is None:
+            os.environ.pop(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, None)
+        else:
+            os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = before
