@@ -10,7 +10,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install test test-slow demo serve warehouse bench bench-tune soak clean
+.PHONY: install test test-slow demo score serve warehouse bench bench-tune soak clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ warehouse: install
 
 demo: warehouse
 	$(BIN)/trainflow run deployments/specs/credit_risk_xgboost.yaml
+
+# Batch scoring with the demo's champion (run `make demo` first): scores NEW_APPLICANTS into data/scores.duckdb.
+score: warehouse
+	$(BIN)/trainflow score deployments/specs/credit_risk_scoring.yaml
 
 # Serve one deployment per spec in deployments/specs with its schedule; Ctrl-C stops what it started.
 serve: warehouse

@@ -59,6 +59,16 @@ def two_worker_fits(ray_cluster):
 
 
 @pytest.fixture(scope="session")
+def prefect_api():
+    """One Prefect test server for the session's in-process flow runs (pipeline and scoring tests)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
 def warehouse(tmp_path_factory):
     """The demo warehouse (smaller tables) in a tmp dir."""
     from trainflow.data.demo import build_warehouse

@@ -29,6 +29,13 @@ def _spec(warehouse: Path, name: str, model: str, schedule: dict) -> dict:
     return spec
 
 
+def _scoring_spec(warehouse: Path, root: Path) -> dict:
+    return {"name": "dep-scores", "model": "models:/dep-score-model@champion",
+            "source": {"table": "NEW_APPLICANTS", "database": str(warehouse)},
+            "sink": {"table": "SCORES", "database": str(root / "scores.duckdb")}, "carry": ["applicant_id"],
+            "schedule": {"cron": "0 4 * * *"}}
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, warehouse):
     root = tmp_path_factory.mktemp("served")
@@ -38,6 +45,7 @@ def served(tmp_path_factory, warehouse):
                                                        {"cron": "0 3 * * *", "timezone": "Europe/Berlin"})))
     (specs / "b.yaml").write_text(yaml.safe_dump(_spec(warehouse, "dep-interval", "dep-model-b",
                                                        {"interval_seconds": 3600})))
+    (specs / "c.yaml").write_text(yaml.safe_dump(_scoring_spec(warehouse, root)))
     old_cwd, old_api = os.getcwd(), os.environ.pop("PREFECT_API_URL", None)
     os.chdir(root)
     proc = None
@@ -53,7 +61,7 @@ def served(tmp_path_factory, warehouse):
         with temporary_settings({PREFECT_API_URL: url}):
             deadline = time.monotonic() + 180
             # by name: the shared local server may hold other tests' deployments already
-            while not {"dep-cron", "dep-interval"} <= {d.name for d in asyncio.run(_deployments())}:
+            while not {"dep-cron", "dep-interval", "dep-scores"} <= {d.name for d in asyncio.run(_deployments())}:
                 assert proc.poll() is None, (root / "serve.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "deployments did not appear"
                 time.sleep(1)
@@ -81,11 +89,11 @@ async def _deployments():
         return await client.read_deployments()
 
 
-async def _deployment(name: str):
+async def _deployment(name: str, flow: str = "training-pipeline"):
     from prefect import get_client
 
     async with get_client() as client:
-        return await client.read_deployment_by_name(f"training-pipeline/{name}")
+        return await client.read_deployment_by_name(f"{flow}/{name}")
 
 
 def test_deployments_and_schedules(served):
@@ -172,6 +180,27 @@ def test_bad_parameters_are_refused_or_fail_cleanly(served):
     run = _wait(_trigger("dep-cron", spec).id, timeout=180)
     assert run.state.is_failed()
     assert "label" in run.state.message and "features" in run.state.message
+
+
+def test_a_scoring_deployment_scores_the_champion_into_duckdb_once_per_run(served):
+    import duckdb
+    from prefect.deployments import run_deployment
+
+    deployment = asyncio.run(_deployment("dep-scores", "scoring-pipeline"))
+    assert deployment.schedules[0].schedule.cron == "0 4 * * *" and deployment.enforce_parameter_schema
+    schema = deployment.parameter_openapi_schema
+    defs = schema.get("definitions") or schema.get("$defs")
+    assert defs["SinkSpec"]["properties"]["parquet"].get("description")  # the UI form's help text
+    trained = _wait(_trigger("dep-cron", _edited(served, 10, model="dep-score-model")).id)
+    assert trained.state.is_completed(), trained.state.message
+    runs = [_wait(run_deployment("scoring-pipeline/dep-scores", timeout=0).id) for _ in range(2)]
+    assert all(r.state.is_completed() for r in runs), [r.state.message for r in runs]
+    with duckdb.connect(str(served["root"] / "scores.duckdb"), read_only=True) as con:
+        counts = dict(con.execute("SELECT run_id, count(*) FROM SCORES GROUP BY run_id").fetchall())
+        ids = con.execute("SELECT count(DISTINCT applicant_id) FROM SCORES").fetchone()[0]
+    with duckdb.connect(str(served["warehouse"]), read_only=True) as con:
+        expected = con.execute("SELECT count(*) FROM NEW_APPLICANTS").fetchone()[0]
+    assert counts == {str(r.id): expected for r in runs} and ids == expected  # each run: every row once
 
 
 def test_committed_prefect_yaml_matches_the_specs():

@@ -24,15 +24,6 @@ DEMO_SPEC = ROOT / "deployments" / "specs" / "credit_risk_xgboost.yaml"
 SECRET = "tok-SECRET-4242"
 
 
-@pytest.fixture(scope="session")
-def prefect_api():
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, warehouse):
     """A project dir: the demo warehouse, its own MLflow store, specs pointing at both."""

@@ -28,6 +28,12 @@ def _parser() -> argparse.ArgumentParser:
                          help="override a spec value, e.g. --set trainer.n_estimators=200")
         cmd.add_argument("--json", action="store_true", help="end with one JSON line of the result")
         cmd.add_argument("--debug", action="store_true", help="show tracebacks")
+    score = sub.add_parser("score", help="run a batch-scoring job: a registered model scores a source into a sink")
+    score.add_argument("spec", help="scoring spec YAML file (model, source, sink, carry)")
+    score.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a spec value, e.g. --set model=models:/credit-risk/3")
+    score.add_argument("--json", action="store_true", help="end with one JSON line of the result")
+    score.add_argument("--debug", action="store_true", help="show tracebacks")
     lineage = sub.add_parser("lineage", help="where a registered version came from: flow run, spec, data, code")
     lineage.add_argument("model", help="models:/NAME/VERSION or models:/NAME@ALIAS")
     lineage.add_argument("--json", action="store_true", help="print one JSON object")
@@ -54,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"run": _run, "validate": _validate, "serve": _serve, "deployments": _deployments,
-                    "server": _server, "lineage": _lineage, "reproduce": _reproduce}
+                    "server": _server, "lineage": _lineage, "reproduce": _reproduce, "score": _score}
         return commands[args.command](args)
     except TrainflowError as exc:
         if args.debug:
@@ -82,6 +88,38 @@ def _run(args: argparse.Namespace) -> int:
     # Before Prefect or Ray start, so Ray workers inherit PREFECT_API_URL; attached while it runs.
     with prefect_server.attach("run") as api:
         return _run_attached(args, spec, api)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from trainflow import prefect_server
+    from trainflow.spec import ScoreSpec, load_spec
+
+    spec = load_spec(args.spec, args.overrides, model=ScoreSpec)
+    with prefect_server.attach("run") as api:
+        from prefect import tags
+
+        from flows.console import show_errors_as_messages
+        from flows.scoring import scoring_pipeline
+
+        if not args.debug:
+            show_errors_as_messages()
+        start = time.perf_counter()
+        with tags(project_tag()):
+            state = scoring_pipeline(spec, return_state=True)
+        if state.is_failed():
+            exc = _exception_of(state)
+            raise exc if isinstance(exc, TrainflowError) else TrainflowError(
+                f"The scoring run failed: {state.message}. Re-run with --debug or open it in the Prefect UI ({api}).")
+        result: dict[str, Any] = state.result()
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print()
+    print(f"Scored {result['rows']} rows with {result['model']} into {result['sink']}")
+    print(f"  run id:    {result['run_id']}  ({result['parts']} part(s); a rerun of this run id replaces them)")
+    print(f"  MLflow:    run {result['mlflow_run_id']} in experiment {spec.name!r}")
+    print(f"  took:      {result['seconds']}s")
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
 
 
 def _reproduce(args: argparse.Namespace) -> int:

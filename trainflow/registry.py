@@ -617,6 +617,32 @@ def champion_record(model_name: str) -> ChampionRecord | None:
                           tags.get("trainflow.framework", ""), tags)
 
 
+def version_record(uri: str) -> ChampionRecord:
+    """The version behind `models:/name/N` or `models:/name@alias` (an alias resolved now, once), with
+    its run's tags; a ConfigError names the fix when there is none."""
+    import re
+
+    match = re.match(r"^models:/(?P<name>[^/@\s]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$", uri.strip())
+    if not match:
+        raise ConfigError(f"{uri!r} is not a model version URI: write models:/NAME/VERSION or models:/NAME@ALIAS.")
+    store = tracking_uri()
+    try:
+        client = _client(store)
+        mv = (client.get_model_version(match["name"], match["version"]) if match["version"]
+              else _alias_version(client, match["name"], match["alias"]))
+        if mv is None:
+            raise ConfigError(f"No version of model '{match['name']}' holds the alias '{match['alias']}' in the "
+                              f"registry at {mask_text(store)}. Register one, or name a version (models:/NAME/N).")
+        tags = dict(client.get_run(mv.run_id).data.tags) if mv.run_id else {}
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise ConfigError(f"No model version {uri} in the registry at {mask_text(store)}: {_first_line(exc)}. "
+                              "Check the name and version (MLflow UI), or MLFLOW_TRACKING_URI.") from None
+        raise RegistryError(f"cannot read {uri}: {_first_line(exc)}. Fix: check that the tracking store "
+                            f"{mask_text(store)} is reachable", transient=_is_transient(exc)) from exc
+    return ChampionRecord(match["name"], str(mv.version), mv.run_id or "", tags.get("trainflow.framework", ""), tags)
+
+
 def download_model(model_uri: str, dst: str) -> str:
     """The MLflow model folder of `model_uri` downloaded under `dst`; its local path."""
     with _pinned_uri(tracking_uri()):

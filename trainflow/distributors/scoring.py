@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from trainflow.data.connector import DataConnector
+from trainflow.data.sinks import PartsFolder
 from trainflow.distributors.ingest import check_training_schema, read_shard, remote
 from trainflow.distributors.runner import summary_line
 from trainflow.errors import TrainflowError
@@ -117,6 +118,52 @@ def score_models(models: Sequence[ModelToScore], connector: DataConnector, label
             failed = [p[k] for p in parts if isinstance(p[k], str)]
             out[i] = failed[0] if failed else merge([p[k] for p in parts])
     return out
+
+
+def score_to_parts(adapter: BoostingAdapter, model: Any, connector: DataConnector, features: list[str],
+                   carry: list[str], prediction_column: str, run_column: str, run_id: str, folder: PartsFolder,
+                   categories: dict[str, list] | None = None) -> list[int]:
+    """Score every row into Parquet parts, one Ray task per shard writing its own part (see
+    trainflow.data.sinks: a retried task replaces its part); returns each part's row count. Neither
+    rows nor predictions pass through the driver."""
+    import ray
+
+    from trainflow.cluster import ensure_cluster
+
+    ensure_cluster()
+    connector = connector.snapshot()
+    rows = connector.count_rows()
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    parts = max(1, min(cpus * 4, -(-rows // PREDICT_ROWS_PER_TASK)))
+    model_ref = ray.put(model)
+    task = remote(_score_shard_to_part)  # Ray retries a task whose worker died (max_retries 3)
+    refs = [task.remote(adapter, model_ref, shard, i, features, carry, prediction_column, run_column, run_id,
+                        folder, categories) for i, shard in enumerate(connector.split(parts))]
+    return bounded_get(refs, f"scoring the {connector.describe()} ({parts} task(s))")
+
+
+def _score_shard_to_part(adapter: BoostingAdapter, model: Any, shard: DataConnector, index: int,
+                         features: list[str], carry: list[str], prediction_column: str, run_column: str,
+                         run_id: str, folder: PartsFolder, categories: dict[str, list] | None) -> int:
+    where = f"the scoring data ({shard.describe()})"
+    columns = list(dict.fromkeys([*features, *carry]))
+
+    def scored():
+        for batch in shard.iter_batches(columns):
+            if batch.num_rows == 0:
+                continue
+            chunks = read_shard(_OneBatch(batch), features, None, where, categories)
+            pred = np.concatenate([adapter.predict(model, x) for x, _ in chunks])
+            if pred.ndim == 2:
+                column = pa.FixedSizeListArray.from_arrays(pa.array(pred.reshape(-1)), pred.shape[1])
+            else:
+                column = pa.array(pred)
+            out = {name: batch.column(batch.schema.get_field_index(name)) for name in carry}
+            out[prediction_column] = column
+            out[run_column] = pa.array([run_id] * batch.num_rows, pa.string())
+            yield pa.RecordBatch.from_pydict(out)
+
+    return folder.write(run_id, index, scored())
 
 
 class _OneBatch:

@@ -75,6 +75,33 @@ def log_lineage(lineage: RunLineage, dataset_name: str) -> None:
                                "columns": ",".join(record.columns)[:5000]})
 
 
+def log_scoring_run(experiment: str, tracking_uri: str, model_uri: str, data: DataRecord,
+                    params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    """One FINISHED run for a scoring job: which model version scored which input snapshot, and where
+    the scores went. Returns its run id."""
+    from trainflow.secrets import flatten_masked
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    run = client.create_run(exp_id, run_name=f"{experiment}-scoring",
+                            tags={"trainflow.kind": "scoring", "trainflow.model_version": model_uri, **tags})
+    try:
+        for key, value in flatten_masked(params).items():
+            client.log_param(run.info.run_id, key, value)
+        dataset = MetaDataset(TrainflowDataSource(data.source), name=f"{experiment}-input", digest=data.digest)
+        from mlflow.entities import DatasetInput, InputTag
+
+        client.log_inputs(run.info.run_id, [DatasetInput(dataset._to_mlflow_entity(), [
+            InputTag("mlflow.data.context", data.context), InputTag("rows", str(data.rows)),
+            InputTag("selection", data.selection[:5000]), InputTag("columns", ",".join(data.columns)[:5000])])])
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
 def version_tags(lineage: RunLineage, spec_name: str, metrics: Mapping[str, float]) -> dict[str, str]:
     """Tags for the model version's page: the lineage tags, the spec's name and the metrics."""
     return {**lineage.tags(), "trainflow.spec": spec_name,

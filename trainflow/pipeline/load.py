@@ -110,14 +110,19 @@ def validate(spec: JobSpec, connector: DataConnector, what: str) -> list[dict]:
 
 def validate_and_digest(spec: JobSpec, connector: DataConnector, what: str) -> tuple[list[dict], ContentDigest]:
     """`validate`, and in the same read the content digest of the checked columns (for lineage)."""
+    columns = [c for c in required_columns(spec) if c in connector.columns]
+    return check_rows(build_schema(spec), columns, connector, what)
+
+
+def check_rows(schema, columns: list[str], connector: DataConnector, what: str) -> tuple[list[dict], ContentDigest]:
+    """A pandera schema over every row of `columns` (one Ray task per shard, batch by batch; `unique`
+    over the whole data) and the content digest of those columns, in one read."""
     import ray
 
     from trainflow.cluster import ensure_cluster
 
     ensure_cluster()
-    schema = build_schema(spec)
     keys = unique_keys(schema)
-    columns = [c for c in required_columns(spec) if c in connector.columns]
     rows = connector.count_rows()
     if rows == 0:
         raise DataError(f"The {what} ({connector.describe()}) has no rows; there is nothing to train on.")

@@ -4,7 +4,7 @@
 `loading` reads dicts, YAML text and files (with `--set` overrides).
 """
 from trainflow.spec.base import SpecError
-from trainflow.spec.loading import load_spec, parse_spec, spec_from_yaml_text
+from trainflow.spec.loading import load_spec, parse_score_spec, parse_spec, spec_from_yaml_text
 from trainflow.defaults import DEFAULT_DATABASE
 from trainflow.spec.models import (
     DEFAULT_METRICS,
@@ -22,6 +22,7 @@ from trainflow.spec.models import (
     SourceSpec,
     TrainerSpec,
 )
+from trainflow.spec.score import ScoreSpec, SinkSpec
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -37,10 +38,13 @@ __all__ = [
     "RegisterSpec",
     "ScalingSpec",
     "ScheduleSpec",
+    "ScoreSpec",
+    "SinkSpec",
     "SourceSpec",
     "SpecError",
     "TrainerSpec",
     "load_spec",
+    "parse_score_spec",
     "parse_spec",
     "spec_from_yaml_text",
 ]

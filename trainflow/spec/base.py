@@ -15,7 +15,9 @@ from trainflow.errors import ConfigError
 
 _REF = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # "package.module:attribute"
 _NAME = r"^[A-Za-z0-9_.-]+$"
+MODEL_URI = r"^models:/[^/@\s]+(/\d+|@[\w-]+)$"
 _PATTERN_HELP = {
+    MODEL_URI: "must be a registered version, models:/NAME@ALIAS or models:/NAME/VERSION",
     _REF: 'must be "package.module:name" (an importable module and an attribute in it)',
     _NAME: "may contain only letters, digits, '-', '_' and '.'",
 }

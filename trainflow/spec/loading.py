@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import (
@@ -13,22 +13,35 @@ from pydantic import (
 from trainflow.spec.base import SpecError, _join
 from trainflow.spec.messages import _field_keys, _spec_error
 from trainflow.spec.models import JobSpec
+from trainflow.spec.score import ScoreSpec
+
+SpecT = TypeVar("SpecT", JobSpec, ScoreSpec)
 
 
 def parse_spec(data: Any, *, source: str | None = None) -> JobSpec:
     """Validate a dict (parsed YAML or a Prefect parameter) into a JobSpec, or raise SpecError."""
-    if isinstance(data, JobSpec):
+    return _parse(JobSpec, data, source)
+
+
+def parse_score_spec(data: Any, *, source: str | None = None) -> ScoreSpec:
+    """Validate a dict into a ScoreSpec (a batch-scoring job), or raise SpecError."""
+    return _parse(ScoreSpec, data, source)
+
+
+def _parse(model: type[SpecT], data: Any, source: str | None) -> SpecT:
+    what = "scoring spec" if model is ScoreSpec else "job spec"
+    if isinstance(data, model):
         return data
     if not isinstance(data, dict):
         where = f" {source!r}" if source else ""
         raise SpecError(
-            f"Invalid job spec{where}: the top level must be a mapping of keys "
-            f"({_join(_field_keys(JobSpec))}), got {type(data).__name__}. Fix the spec file."
+            f"Invalid {what}{where}: the top level must be a mapping of keys "
+            f"({_join(_field_keys(model))}), got {type(data).__name__}. Fix the spec file."
         )
     try:
-        return JobSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise _spec_error(exc, source) from None
+        raise _spec_error(exc, source, model, what) from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -101,23 +114,23 @@ def _apply_override(data: dict[str, Any], override: str, source: str) -> None:
 
 
 def spec_from_yaml_text(
-    text: str, overrides: Sequence[str] = (), *, source: str = "<text>"
-) -> JobSpec:
-    """Parse YAML text, apply overrides, validate: the whole of `load_spec` minus the file."""
+    text: str, overrides: Sequence[str] = (), *, source: str = "<text>", model: type[SpecT] = JobSpec
+) -> SpecT:
+    """Parse YAML text, apply overrides, validate (as `model`): the whole of `load_spec` minus the file."""
     data = _read_yaml(text, source)
     if data is None:
         data = {}
         if not overrides:
             raise SpecError(f"Spec {source!r} is empty. Write a job spec there (see ARCHITECTURE.md).")
     if overrides and not isinstance(data, dict):
-        return parse_spec(data, source=source)  # reports the non-mapping top level
+        return _parse(model, data, source)  # reports the non-mapping top level
     for override in overrides:
         _apply_override(data, override, source)
-    return parse_spec(data, source=source)
+    return _parse(model, data, source)
 
 
-def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> JobSpec:
-    """Read a YAML spec file, apply `dotted.key=value` overrides, and validate it."""
+def load_spec(path: str | Path, overrides: Sequence[str] = (), model: type[SpecT] = JobSpec) -> SpecT:
+    """Read a YAML spec file, apply `dotted.key=value` overrides, and validate it (as `model`)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -127,4 +140,4 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> JobSpec:
         raise SpecError(f"Spec path {str(p)!r} is a folder, not a YAML file. Name the file.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"Spec file {str(p)!r} cannot be read: {exc}.") from None
-    return spec_from_yaml_text(text, overrides, source=str(p))
+    return spec_from_yaml_text(text, overrides, source=str(p), model=model)

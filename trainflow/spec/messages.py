@@ -44,9 +44,9 @@ def _field_keys(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def _walk(loc: Sequence[Any]) -> tuple[list[str], type[BaseModel] | None]:
+def _walk(loc: Sequence[Any], root: type[BaseModel] = JobSpec) -> tuple[list[str], type[BaseModel] | None]:
     """Turn pydantic's loc into the user's key path; also return the model at the path's end."""
-    annotation: Any = JobSpec
+    annotation: Any = root
     path: list[str] = []
     for part in loc:
         if part in _UNION_TAGS and path == ["schema"]:
@@ -85,18 +85,18 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _describe(error: dict[str, Any]) -> list[str]:
+def _describe(error: dict[str, Any], root: type[BaseModel] = JobSpec) -> list[str]:
     """One `key.path: what is wrong (accepted: ...)` line per pydantic error."""
     kind, loc, ctx = error["type"], error["loc"], error.get("ctx") or {}
     if kind == "spec_problems":
-        path, _ = _walk(loc)
+        path, _ = _walk(loc, root)
         return [_dotted(path + ([p] if p else [])) + f": {m}" for p, m in ctx["problems"]]
-    path, model = _walk(loc)
+    path, model = _walk(loc, root)
     where = _dotted(path)
     if is_secret_name(where):  # never echo a value whose key looks like a password or token
         error = {**error, "input": MASK}
     if kind == "extra_forbidden":
-        _, parent = _walk(loc[:-1])
+        _, parent = _walk(loc[:-1], root)
         accepted = _field_keys(parent) if parent is not None else []
         key = str(loc[-1])
         hint = difflib.get_close_matches(key, accepted, n=1)
@@ -117,13 +117,14 @@ def _describe(error: dict[str, Any]) -> list[str]:
     return [f"{where}: {msg[0].lower() + msg[1:]} (got {_short(error['input'])})"]
 
 
-def _spec_error(exc: ValidationError, source: str | None) -> SpecError:
+def _spec_error(exc: ValidationError, source: str | None, root: type[BaseModel] = JobSpec,
+                what: str = "job spec") -> SpecError:
     problems: list[str] = []
     for error in exc.errors():
-        for line in _describe(error):
+        for line in _describe(error, root):
             if line not in problems:
                 problems.append(line)
     where = f" in {source!r}" if source else ""
     count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
     fix = "Fix these keys in the spec" + (" file or the --set overrides." if source else ".")
-    return SpecError(f"Invalid job spec{where} ({count}): " + "; ".join(problems) + ". " + fix, problems)
+    return SpecError(f"Invalid {what}{where} ({count}): " + "; ".join(problems) + ". " + fix, problems)

@@ -1,0 +1,196 @@
+"""Where batch scores go: Parquet parts written by the workers, and a table loaded from them.
+
+Each scoring task writes one part, `part-<run id>-<shard>.parquet`. On a local or mounted disk it
+writes a temporary name first (`.part-<run id>-<shard>.<pid>.tmp`, one per attempt) and renames it
+when complete, so a killed worker leaves no half part and its retry replaces, never adds; on object
+stores (s3://, gs://) an object appears only when its upload completes, so the part is written in
+place. A rerun of the same run id first deletes that run's parts: it replaces its output.
+
+A DuckDB or SQLite table sink is loaded from the parts by one process in one transaction (delete
+the run id's rows, insert the parts): DuckDB allows one writing process per file, and the source
+may be a table of the same file, which the scoring tasks read before the load starts.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from trainflow.errors import DataError
+from trainflow.secrets import mask_text
+
+
+@dataclass(frozen=True)
+class PartsFolder:
+    """A folder (path or URI) that holds the Parquet parts of scoring runs."""
+
+    location: str
+
+    def _fs(self) -> tuple[pafs.FileSystem, str]:
+        if "://" in self.location and not self.location.startswith("file://"):
+            return pafs.FileSystem.from_uri(self.location)
+        return pafs.LocalFileSystem(), os.path.abspath(self.location.removeprefix("file://"))
+
+    @property
+    def local(self) -> bool:
+        return isinstance(self._fs()[0], pafs.LocalFileSystem)
+
+    def part_name(self, run_id: str, shard: int) -> str:
+        return f"part-{run_id}-{shard:05d}.parquet"
+
+    def parts(self, run_id: str) -> list[str]:
+        """Paths of the run's complete parts, in shard order."""
+        fs, root = self._fs()
+        info = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        name = re.compile(rf"^part-{re.escape(run_id)}-\d{{5}}\.parquet$")
+        return sorted(i.path for i in info if i.is_file and name.match(os.path.basename(i.path)))
+
+    def clear(self, run_id: str, temporary_only: bool = False) -> int:
+        """Delete the run's parts and temporary files (a rerun replaces its output); with
+        `temporary_only`, what killed attempts left (after every task of the run is done)."""
+        fs, root = self._fs()
+        fs.create_dir(root, recursive=True)
+        info = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        kinds = r"\d+\.tmp" if temporary_only else r"parquet|\d+\.tmp"
+        mine = re.compile(rf"^\.?part-{re.escape(run_id)}-\d{{5}}\.({kinds})$")
+        gone = [i.path for i in info if i.is_file and mine.match(os.path.basename(i.path))]
+        for path in gone:
+            fs.delete_file(path)
+        return len(gone)
+
+    def write(self, run_id: str, shard: int, batches: Iterator[pa.RecordBatch]) -> int:
+        """One part from `batches` (none when there are no rows); returns its row count. Atomic on
+        local disks (see module doc): the temporary file exists from the start of the attempt."""
+        fs, root = self._fs()
+        final = f"{root}/{self.part_name(run_id, shard)}"
+        path = f"{root}/.part-{run_id}-{shard:05d}.{os.getpid()}.tmp" if self.local else final
+        rows, writer = 0, None
+        try:
+            with fs.open_output_stream(path) as out:
+                for batch in batches:
+                    writer = writer or pq.ParquetWriter(out, batch.schema)
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+                if writer is not None:
+                    writer.close()
+            if writer is None:
+                fs.delete_file(path)
+            elif path != final:
+                os.replace(path, final)
+        except BaseException:
+            if path != final:
+                try:
+                    fs.delete_file(path)
+                except OSError:
+                    pass
+            raise
+        return rows
+
+
+def staging_folder(database_path: str, run_id: str) -> PartsFolder:
+    """Where a table sink's parts wait for the load: beside the database file."""
+    return PartsFolder(os.path.join(os.path.dirname(os.path.abspath(database_path)), ".trainflow-scores", run_id))
+
+
+def drop_staging(folder: PartsFolder) -> None:
+    shutil.rmtree(folder.location, ignore_errors=True)
+
+
+def load_table(database: str, table: str, parts: list[str], run_id: str, run_column: str) -> int:
+    """Replace the run's rows of `table` with the parts' rows in one transaction; returns the rows."""
+    kind, _, path = database.partition(":")
+    if kind == "duckdb":
+        return _load_duckdb(path, table, parts, run_id, run_column)
+    return _load_sqlite(path, table, parts, run_id, run_column)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _load_duckdb(path: str, table: str, parts: list[str], run_id: str, run_column: str) -> int:
+    import duckdb
+
+    con = duckdb.connect(path)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if parts:
+                con.execute(f"CREATE TABLE IF NOT EXISTS {_quoted(table)} AS "
+                            "SELECT * FROM read_parquet(?) WITH NO DATA", [parts])
+            if parts or _duckdb_has(con, table):
+                con.execute(f"DELETE FROM {_quoted(table)} WHERE {_quoted(run_column)} = ?", [run_id])
+            if not parts:
+                con.execute("COMMIT")
+                return 0
+            con.execute(f"INSERT INTO {_quoted(table)} BY NAME SELECT * FROM read_parquet(?)", [parts])
+            rows = con.execute(f"SELECT count(*) FROM {_quoted(table)} WHERE {_quoted(run_column)} = ?",
+                               [run_id]).fetchone()[0]
+            con.execute("COMMIT")
+            return int(rows)
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            raise DataError(f"Loading the scores into table {table!r} of {mask_text(path)!r} failed: {exc}. Nothing "
+                            "was written. If the table exists with other columns, drop it or name another "
+                            "sink.table.") from None
+    finally:
+        con.close()
+
+
+def _duckdb_has(con, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                            [table]).fetchone()[0])
+
+
+_SQLITE_TYPES = (("int", "INTEGER"), ("bool", "INTEGER"), ("float", "REAL"), ("double", "REAL"),
+                 ("decimal", "REAL"), ("string", "TEXT"), ("binary", "BLOB"))
+
+
+def _sqlite_type(t: pa.DataType) -> str:
+    text = str(t)
+    return next((sql for word, sql in _SQLITE_TYPES if word in text), "TEXT")
+
+
+def _load_sqlite(path: str, table: str, parts: list[str], run_id: str, run_column: str) -> int:
+    import sqlite3
+
+    con = sqlite3.connect(path, timeout=60)
+    rows = 0
+    try:
+        with con:  # one transaction: commit on success, rollback on any error
+            schema = pq.read_schema(parts[0]) if parts else None
+            if schema is not None:
+                cols = ", ".join(f"{_quoted(f.name)} {_sqlite_type(f.type)}" for f in schema)
+                con.execute(f"CREATE TABLE IF NOT EXISTS {_quoted(table)} ({cols})")
+            exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", [table]).fetchone()
+            if exists:
+                con.execute(f"DELETE FROM {_quoted(table)} WHERE {_quoted(run_column)} = ?", [run_id])
+            for part in parts:
+                pf = pq.ParquetFile(part)
+                names = pf.schema_arrow.names
+                sql = (f"INSERT INTO {_quoted(table)} ({', '.join(_quoted(n) for n in names)}) "
+                       f"VALUES ({', '.join('?' for _ in names)})")
+                for batch in pf.iter_batches(batch_size=50_000):
+                    values = [_sqlite_values(batch.column(i)) for i in range(batch.num_columns)]
+                    con.executemany(sql, zip(*values, strict=True))
+                    rows += batch.num_rows
+    except sqlite3.Error as exc:
+        raise DataError(f"Loading the scores into table {table!r} of {mask_text(path)!r} failed: {exc}. Nothing was "
+                        "written. If the table exists with other columns, drop it or name another sink.table.") from None
+    finally:
+        con.close()
+    return rows
+
+
+def _sqlite_values(column: pa.Array) -> list:
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        import json
+
+        return [None if v is None else json.dumps(v) for v in column.to_pylist()]
+    return column.to_pylist()
