@@ -10,7 +10,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install test test-slow demo score serve warehouse bench bench-tune soak clean
+.PHONY: install test test-slow demo score serve warehouse bench bench-tune bench-score soak clean
 
 install: $(STAMP)
 
@@ -47,6 +47,10 @@ bench: install
 # A 16-trial search on 2M x 32 rows: trainflow's spec search against Ray Tune (see bench/tune.py).
 bench-tune: install
 	$(BIN)/python bench/tune.py
+
+# Batch scoring at 1M and 8M rows: trainflow's scoring job against plain per-CPU processes (bench/score.py).
+bench-score: install
+	$(BIN)/python bench/score.py
 
 soak: install
 	$(BIN)/python -m pytest -m soak
