@@ -76,3 +76,41 @@ def test_the_stored_spec_keeps_env_references_and_masks_literal_secrets():
     assert stored["trainer"]["params"] == {"api_token": "***", "max_depth": 3}
     assert parse_spec(stored).name == "j"
     assert spec_hash(text) == spec_hash(yaml.safe_dump(stored, sort_keys=True))  # layout does not matter
+
+
+def test_times_and_wide_integers_digest_by_value_whatever_the_unit_or_batching():
+    import datetime as dt
+
+    when = [dt.datetime(2024, 1, 1, 12), None, dt.datetime(9999, 12, 31)]  # past 2262: no nanosecond cast
+    micros = pa.table({"t": pa.array(when, pa.timestamp("us"))})
+    whole = batch_digest(micros, ["t"])
+    assert total(["t"], [batch_digest(micros.slice(i, 1), ["t"]) for i in range(3)]) == whole  # nulls alone
+    seconds = pa.table({"t": pa.array(when[:2], pa.timestamp("s"))})
+    utc = pa.table({"t": pa.array(when[:2], pa.timestamp("ns", tz="UTC"))})
+    assert batch_digest(seconds, ["t"]) == batch_digest(utc, ["t"])
+    ids = [2**53 + 1, 7]
+    assert batch_digest(pa.table({"i": ids}), ["i"]) != batch_digest(pa.table({"i": [2**53, 7]}), ["i"])
+    assert batch_digest(pa.table({"i": pa.array([3, None])}), ["i"]) == \
+        batch_digest(pa.table({"i": pa.array([3.0, None])}), ["i"])
+
+
+def test_a_sqlite_sink_stores_class_probabilities_and_decimals_and_replaces_a_run_case_blind(tmp_path):
+    import decimal
+    import sqlite3
+
+    from trainflow.data.sinks import PartsFolder, load_table
+
+    folder = PartsFolder(str(tmp_path / "parts"))
+    folder.clear("r1")
+    probs = pa.FixedSizeListArray.from_arrays(pa.array([0.2, 0.8, 0.6, 0.4]), 2)
+    batch = pa.RecordBatch.from_pydict({"id": pa.array([decimal.Decimal("1.50"), decimal.Decimal("2.25")]),
+                                        "prediction": probs, "run_id": ["r1", "r1"]})
+    assert folder.write("r1", 0, iter([batch])) == 2
+    database = f"sqlite:{tmp_path / 's.db'}"
+    with sqlite3.connect(tmp_path / "s.db") as con:
+        con.execute('CREATE TABLE "Scores" (id REAL, prediction TEXT, run_id TEXT)')
+    for _ in range(2):  # the same run id twice, and the spec names the table in another case
+        assert load_table(database, "scores", folder.parts("r1"), "r1", "run_id") == 2
+    with sqlite3.connect(tmp_path / "s.db") as con:
+        rows = con.execute('SELECT id, prediction FROM "Scores" ORDER BY id').fetchall()
+    assert rows == [(1.5, "[0.2, 0.8]"), (2.25, "[0.6, 0.4]")]

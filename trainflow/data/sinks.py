@@ -12,6 +12,7 @@ may be a table of the same file, which the scoring tasks read before the load st
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -84,11 +85,9 @@ class PartsFolder:
             elif path != final:
                 os.replace(path, final)
         except BaseException:
-            if path != final:
-                try:
-                    fs.delete_file(path)
-                except OSError:
-                    pass
+            # on an object store, closing the stream published what was written: take it back
+            with contextlib.suppress(OSError):
+                fs.delete_file(path)
             raise
         return rows
 
@@ -117,7 +116,13 @@ def _quoted(name: str) -> str:
 def _load_duckdb(path: str, table: str, parts: list[str], run_id: str, run_column: str) -> int:
     import duckdb
 
-    con = duckdb.connect(path)
+    try:
+        con = duckdb.connect(path)
+    except duckdb.Error as exc:
+        error = DataError(f"Cannot open {mask_text(path)!r} to load the scores: {exc}. Another process may be "
+                          "writing it (DuckDB allows one writer per file).")
+        error.transient = "lock" in str(exc).lower()
+        raise error from None
     try:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -148,49 +153,63 @@ def _duckdb_has(con, table: str) -> bool:
                             [table]).fetchone()[0])
 
 
-_SQLITE_TYPES = (("int", "INTEGER"), ("bool", "INTEGER"), ("float", "REAL"), ("double", "REAL"),
-                 ("decimal", "REAL"), ("string", "TEXT"), ("binary", "BLOB"))
-
-
 def _sqlite_type(t: pa.DataType) -> str:
-    text = str(t)
-    return next((sql for word, sql in _SQLITE_TYPES if word in text), "TEXT")
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        return "INTEGER"
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "REAL"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "BLOB"
+    return "TEXT"  # text, times (ISO), nested values (JSON)
 
 
 def _load_sqlite(path: str, table: str, parts: list[str], run_id: str, run_column: str) -> int:
     import sqlite3
 
-    con = sqlite3.connect(path, timeout=60)
+    con = sqlite3.connect(path, timeout=60, isolation_level=None)  # the transaction is spelled out below
     rows = 0
     try:
-        with con:  # one transaction: commit on success, rollback on any error
-            schema = pq.read_schema(parts[0]) if parts else None
-            if schema is not None:
-                cols = ", ".join(f"{_quoted(f.name)} {_sqlite_type(f.type)}" for f in schema)
-                con.execute(f"CREATE TABLE IF NOT EXISTS {_quoted(table)} ({cols})")
-            exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", [table]).fetchone()
-            if exists:
-                con.execute(f"DELETE FROM {_quoted(table)} WHERE {_quoted(run_column)} = ?", [run_id])
-            for part in parts:
-                pf = pq.ParquetFile(part)
-                names = pf.schema_arrow.names
-                sql = (f"INSERT INTO {_quoted(table)} ({', '.join(_quoted(n) for n in names)}) "
-                       f"VALUES ({', '.join('?' for _ in names)})")
-                for batch in pf.iter_batches(batch_size=50_000):
-                    values = [_sqlite_values(batch.column(i)) for i in range(batch.num_columns)]
-                    con.executemany(sql, zip(*values, strict=True))
-                    rows += batch.num_rows
+        con.execute("BEGIN IMMEDIATE")  # the CREATE too: a failed load leaves no new empty table
+        schema = pq.read_schema(parts[0]) if parts else None
+        if schema is not None:
+            cols = ", ".join(f"{_quoted(f.name)} {_sqlite_type(f.type)}" for f in schema)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {_quoted(table)} ({cols})")
+        exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=? COLLATE NOCASE",
+                             [table]).fetchone()
+        if exists:
+            con.execute(f"DELETE FROM {_quoted(table)} WHERE {_quoted(run_column)} = ?", [run_id])
+        for part in parts:
+            pf = pq.ParquetFile(part)
+            names = pf.schema_arrow.names
+            sql = (f"INSERT INTO {_quoted(table)} ({', '.join(_quoted(n) for n in names)}) "
+                   f"VALUES ({', '.join('?' for _ in names)})")
+            for batch in pf.iter_batches(batch_size=50_000):
+                values = [_sqlite_values(batch.column(i)) for i in range(batch.num_columns)]
+                con.executemany(sql, zip(*values, strict=True))
+                rows += batch.num_rows
+        con.execute("COMMIT")
     except sqlite3.Error as exc:
-        raise DataError(f"Loading the scores into table {table!r} of {mask_text(path)!r} failed: {exc}. Nothing was "
-                        "written. If the table exists with other columns, drop it or name another sink.table.") from None
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        error = DataError(f"Loading the scores into table {table!r} of {mask_text(path)!r} failed: {exc}. Nothing "
+                          "was written. If the table exists with other columns, drop it or name another sink.table.")
+        error.transient = "locked" in str(exc).lower()
+        raise error from None
     finally:
         con.close()
     return rows
 
 
 def _sqlite_values(column: pa.Array) -> list:
-    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+    t = column.type
+    if pa.types.is_nested(t):  # multiclass probabilities, lists: JSON text
         import json
 
         return [None if v is None else json.dumps(v) for v in column.to_pylist()]
+    if pa.types.is_decimal(t):
+        return [None if v is None else float(v) for v in column.to_pylist()]
+    if pa.types.is_temporal(t):
+        return [None if v is None else str(v) for v in column.to_pylist()]
     return column.to_pylist()

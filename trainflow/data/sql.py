@@ -160,7 +160,7 @@ class SqlSource(Source):
 
     def origin(self) -> dict[str, Any]:
         stat = os.stat(self.path) if os.path.exists(self.path) else None
-        where = {"table": self.table} if self.table is not None else {"query": self.query}
+        where = {"table": self.table} if self.table is not None else {"query": mask_text(self.query or "")}
         return {"kind": self.kind, "database": mask_text(self.path), **where,
                 "size": stat.st_size if stat else None}
 

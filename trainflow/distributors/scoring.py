@@ -6,6 +6,7 @@ predicts batch by batch and returns predictions (in row order) or metric suffici
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -139,7 +140,15 @@ def score_to_parts(adapter: BoostingAdapter, model: Any, connector: DataConnecto
     task = remote(_score_shard_to_part)  # Ray retries a task whose worker died (max_retries 3)
     refs = [task.remote(adapter, model_ref, shard, i, features, carry, prediction_column, run_column, run_id,
                         folder, categories) for i, shard in enumerate(connector.split(parts))]
-    return bounded_get(refs, f"scoring the {connector.describe()} ({parts} task(s))")
+    try:
+        return bounded_get(refs, f"scoring the {connector.describe()} ({parts} task(s))")
+    except BaseException:
+        for ref in refs:  # no task of a failed run may still publish a part after it
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        with contextlib.suppress(Exception):
+            ray.wait(refs, num_returns=len(refs), timeout=30)
+        raise
 
 
 def _score_shard_to_part(adapter: BoostingAdapter, model: Any, shard: DataConnector, index: int,

@@ -51,34 +51,73 @@ def total(columns: Sequence[str], parts: Iterable[ContentDigest]) -> ContentDige
 
 def batch_digest(batch: pa.RecordBatch | pa.Table, columns: Sequence[str]) -> ContentDigest:
     """The digest of one batch's rows over `columns` (their order does not matter)."""
-    import pandas as pd
-
     names = tuple(sorted(columns))
     if batch.num_rows == 0:
         return ContentDigest(names)
-    frame = pd.DataFrame({f"c{i}": _canonical(batch.column(name)) for i, name in enumerate(names)})
-    hashes = pd.util.hash_pandas_object(frame, index=False, hash_key=_KEY).to_numpy()
-    with np.errstate(over="ignore"):  # wrap-around is the point: sums modulo 2**64
+    hashes = np.zeros(batch.num_rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):  # wrap-around is the point: everything modulo 2**64
+        for name in names:
+            hashes = hashes * _PRIME ^ _column_hashes(batch.column(batch.schema.get_field_index(name)))
         mixed = (hashes ^ (hashes >> np.uint64(29))) * np.uint64(0xBF58476D1CE4E5B9)
         sums = (int(hashes.sum(dtype=np.uint64)), int(mixed.sum(dtype=np.uint64)))
     return ContentDigest(names, batch.num_rows, sums)
 
 
-def _canonical(array: pa.Array | pa.ChunkedArray):
-    """One representation per logical value, whatever the Arrow type that carried it."""
+_PRIME = np.uint64(0x100000001B3)
+_TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _hash(values: np.ndarray) -> np.ndarray:
+    from pandas.util import hash_array
+
+    return hash_array(values, hash_key=_KEY, categorize=False)
+
+
+def _column_hashes(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """One hash per row of the column's logical values, whatever Arrow type carried them."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
     if pat.is_dictionary(array.type):
         array = array.dictionary_decode()
     t = array.type
     if pat.is_boolean(t) or pat.is_integer(t) or pat.is_floating(t) or pat.is_decimal(t):
-        values = pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-        return values + 0.0  # -0.0 -> 0.0; nulls are NaN
+        values = pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False) + 0.0  # -0.0 -> 0.0
+        out = _hash(values)  # nulls are NaN
+        if pat.is_integer(t) and t.bit_width == 64:
+            # a 64-bit integer that float64 cannot hold exactly (ids above 2**53): mix in what it lost
+            exact = pc.fill_null(array, 0).to_numpy()
+            with np.errstate(invalid="ignore"):  # values past the integer's range: any residue will do
+                lost = exact - np.where(np.isnan(values), 0.0, values).astype(exact.dtype)
+            odd = lost != 0
+            if odd.any():
+                out[odd] ^= _hash(lost[odd].astype(np.int64)) * _PRIME
+        return out
     if pat.is_string(t) or pat.is_large_string(t) or getattr(pat, "is_string_view", lambda _: False)(t):
-        return np.asarray(pc.cast(array, pa.large_string()).to_pylist(), dtype=object)
-    if pat.is_timestamp(t):
-        utc = array if t.tz is None else pc.cast(array, pa.timestamp(t.unit))
-        return pc.cast(pc.cast(utc, pa.timestamp("ns")), pa.int64()).to_numpy(zero_copy_only=False)
+        return _hash(np.asarray(pc.cast(array, pa.large_string()).to_pylist(), dtype=object))
+    if pat.is_timestamp(t) or pat.is_duration(t):
+        return _time_hashes(array, _TIME_UNITS[t.unit])
     if pat.is_date(t):
-        return pc.cast(pc.cast(array, pa.date32()), pa.int32()).to_numpy(zero_copy_only=False).astype(np.float64)
-    return np.asarray([repr(v) for v in array.to_pylist()], dtype=object)
+        days = pc.cast(pc.cast(array, pa.date32(), safe=False), pa.int32())
+        return _with_nulls(array, _hash(pc.fill_null(days, 0).to_numpy().astype(np.int64)))
+    return _hash(np.asarray([repr(v) for v in array.to_pylist()], dtype=object))
+
+
+def _time_hashes(array: pa.Array, per_second: int) -> np.ndarray:
+    """Instants (UTC) and durations as (whole seconds, nanoseconds) whatever their unit: no cast to
+    nanoseconds, which overflows for dates past 2262."""
+    ticks = pc.fill_null(pc.cast(array, pa.int64()), 0).to_numpy()
+    seconds, rest = np.divmod(ticks, per_second)
+    out = _hash(seconds) ^ (_hash(rest * (1_000_000_000 // per_second)) * _PRIME)
+    return _with_nulls(array, out)
+
+
+_NULL = None
+
+
+def _with_nulls(array: pa.Array, hashes: np.ndarray) -> np.ndarray:
+    global _NULL
+    if array.null_count:
+        if _NULL is None:
+            _NULL = _hash(np.array([np.nan]))[0]  # a null hashes as a missing number does
+        hashes[np.asarray(pc.is_null(array))] = _NULL
+    return hashes

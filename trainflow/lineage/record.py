@@ -115,7 +115,7 @@ class RunLineage:
         if code:
             lines.append(f"- code: trainflow {self.code.get('trainflow', '?')}"
                          + (f", commit {self.code['git_commit']}" if self.code.get("git_commit") else ""))
-        return "\n".join(lines)
+        return "\n".join(lines)[:5000]  # MLflow keeps 5000 characters of a version's description
 
 
 @dataclass(frozen=True)

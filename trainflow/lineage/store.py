@@ -10,7 +10,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import mlflow
@@ -28,6 +28,7 @@ from trainflow.lineage.record import (
     RunLineage,
     spec_hash,
 )
+from trainflow.secrets import mask_text
 
 if TYPE_CHECKING:
     from trainflow.spec import JobSpec
@@ -68,17 +69,48 @@ def log_lineage(lineage: RunLineage, dataset_name: str) -> None:
     mlflow.log_text(lineage.spec_yaml, SPEC_FILE)
     mlflow.log_dict(lineage.to_dict(), LINEAGE_FILE)
     for record in lineage.data:
-        dataset = MetaDataset(TrainflowDataSource(record.source), name=f"{dataset_name}-{record.context}",
+        dataset = MetaDataset(TrainflowDataSource(_compact(record.source)), name=f"{dataset_name}-{record.context}",
                               digest=record.digest)
-        mlflow.log_input(dataset, context=record.context,
-                         tags={"rows": str(record.rows), "selection": record.selection[:5000],
-                               "columns": ",".join(record.columns)[:5000]})
+        mlflow.log_input(dataset, context=record.context, tags=_input_tags(record))
+
+
+_TAG_MAX, _LISTED_FILES = 500, 100  # MLflow: 500 characters per input tag value, 65535 per dataset source
+
+
+def _input_tags(record: DataRecord) -> dict[str, str]:
+    """The input's tags for display; lineage.json keeps the untruncated record."""
+    columns = ",".join(record.columns)
+    if len(columns) > _TAG_MAX:
+        columns = columns[:_TAG_MAX - 40] + f"... ({len(record.columns)} columns; see lineage.json)"
+    return {"rows": str(record.rows), "selection": record.selection[:_TAG_MAX], "columns": columns}
+
+
+def _compact(origin: Mapping[str, Any]) -> dict[str, Any]:
+    """An origin small enough for MLflow's dataset source: the first files and a count (lineage.json
+    has them all); long query text cut."""
+    out = dict(origin)
+    files = out.get("files") or []
+    if len(files) > _LISTED_FILES:
+        out["files"] = files[:_LISTED_FILES]
+        out["files_total"] = len(files)
+    if isinstance(out.get("query"), str) and len(out["query"]) > 20_000:
+        out["query"] = out["query"][:20_000] + " ..."
+    return out
 
 
 def log_scoring_run(experiment: str, tracking_uri: str, model_uri: str, data: DataRecord,
                     params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
     """One FINISHED run for a scoring job: which model version scored which input snapshot, and where
     the scores went. Returns its run id."""
+    try:
+        return _log_scoring_run(experiment, tracking_uri, model_uri, data, params, tags)
+    except MlflowException as exc:
+        raise RegistryError(f"Recording the scoring run in MLflow ({mask_text(tracking_uri)}) failed: {exc.message}. "
+                            "The scores are written; rerun to record it, or check the tracking store.") from None
+
+
+def _log_scoring_run(experiment: str, tracking_uri: str, model_uri: str, data: DataRecord,
+                     params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
     from trainflow.secrets import flatten_masked
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -89,12 +121,12 @@ def log_scoring_run(experiment: str, tracking_uri: str, model_uri: str, data: Da
     try:
         for key, value in flatten_masked(params).items():
             client.log_param(run.info.run_id, key, value)
-        dataset = MetaDataset(TrainflowDataSource(data.source), name=f"{experiment}-input", digest=data.digest)
+        dataset = MetaDataset(TrainflowDataSource(_compact(data.source)), name=f"{experiment}-input",
+                              digest=data.digest)
         from mlflow.entities import DatasetInput, InputTag
 
-        client.log_inputs(run.info.run_id, [DatasetInput(dataset._to_mlflow_entity(), [
-            InputTag("mlflow.data.context", data.context), InputTag("rows", str(data.rows)),
-            InputTag("selection", data.selection[:5000]), InputTag("columns", ",".join(data.columns)[:5000])])])
+        labels = [InputTag("mlflow.data.context", data.context), *[InputTag(k, v) for k, v in _input_tags(data).items()]]
+        client.log_inputs(run.info.run_id, [DatasetInput(dataset._to_mlflow_entity(), labels)])
     except BaseException:
         client.set_terminated(run.info.run_id, "FAILED")
         raise
@@ -167,7 +199,12 @@ def read_lineage(uri: str, tracking_uri: str, with_spec: bool = False) -> Versio
         if spec_hash(text) != lineage.spec_hash:
             raise RegistryError(f"The spec stored with {uri} does not match its recorded hash "
                                 f"{lineage.spec_hash[:12]}: the artifact was changed after registration.")
-        lineage = replace(lineage, spec_yaml=text)
+        try:  # the untruncated records (the run's inputs hold a display copy)
+            full = RunLineage.from_dict(json.loads(_artifact_text(client, mv.run_id, LINEAGE_FILE)), text)
+        except (OSError, MlflowException, ValueError, KeyError) as exc:
+            raise RegistryError(f"The lineage record of {uri} (artifact {LINEAGE_FILE} of run {mv.run_id}) cannot be "
+                                f"read: {exc}") from None
+        lineage = full
     experiment = client.get_experiment(run.info.experiment_id)
     return VersionLineage(name, str(mv.version), list(mv.aliases or []), mv.run_id,
                           experiment.name if experiment else run.info.experiment_id, run.info.status,
@@ -198,7 +235,9 @@ def reproduction(uri: str, tracking_uri: str) -> tuple[JobSpec, Reproduction, li
     from trainflow.spec import spec_from_yaml_text
 
     was = read_lineage(uri, tracking_uri, with_spec=True)
-    overrides = frameworks.get(was.params.get("framework", "xgboost")).reproduce_overrides(was.params)
+    if "framework" not in was.params:
+        raise RegistryError(f"{was.uri} (run {was.run_id}) records no framework param: it cannot be rerun as trained.")
+    overrides = frameworks.get(was.params["framework"]).reproduce_overrides(was.params)
     spec = spec_from_yaml_text(was.lineage.spec_yaml, overrides, source=f"the spec stored with {was.uri}")
     return spec, Reproduction(was.uri, was.lineage.data), overrides
 

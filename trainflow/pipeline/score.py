@@ -82,7 +82,10 @@ def resolve(spec: ScoreSpec) -> ScoringModel:
     from trainflow.spec import spec_from_yaml_text
 
     record = version_record(spec.model)
-    fw = frameworks.get(record.framework or "xgboost")
+    if not record.framework:
+        raise DataError(f"{record.uri} records no framework (run tag trainflow.framework): register it with trainflow, "
+                        "or score it with the model's own API.")
+    fw = frameworks.get(record.framework)
     local = tempfile.mkdtemp(prefix="trainflow-score-")
     try:
         folder = download_model(record.uri, local)
@@ -126,14 +129,13 @@ def check(spec: ScoreSpec, model: ScoringModel) -> ScoringInput:
 
 
 def _feature_checks(model: ScoringModel):
-    """The training spec's pandera checks on the features only (no label, no other columns)."""
+    """The training spec's column checks on the features only: no label, no other column, and none of
+    its table-wide checks (they may name the label); a feature it does not declare must be present."""
     import pandera.pandas as pa_pd
 
-    if model.training_spec is None:
-        return pa_pd.DataFrameSchema({f: pa_pd.Column(None, nullable=True, required=True, name=f)
-                                      for f in model.features}, strict=False)
-    schema = build_schema(model.training_spec)
-    return schema.remove_columns([c for c in schema.columns if c not in model.features])
+    declared = build_schema(model.training_spec).columns if model.training_spec is not None else {}
+    return pa_pd.DataFrameSchema({f: declared.get(f) or pa_pd.Column(None, nullable=True, required=True, name=f)
+                                  for f in model.features}, strict=False)
 
 
 def parts_folder(spec: ScoreSpec, run_id: str) -> PartsFolder:
@@ -151,23 +153,35 @@ def score(spec: ScoreSpec, model: ScoringModel, data: ScoringInput, run_id: str)
     if data.record.rows == 0:
         return []
     try:
-        return score_to_parts(model.framework.scorer(), model.model, data.data, model.features, list(spec.carry),
-                              spec.prediction_column, RUN_ID_COLUMN, run_id, folder, data.categories or None)
-    finally:
-        folder.clear(run_id, temporary_only=True)  # a SIGKILLed attempt cannot remove its own
+        written = score_to_parts(model.framework.scorer(), model.model, data.data, model.features, list(spec.carry),
+                                 spec.prediction_column, RUN_ID_COLUMN, run_id, folder, data.categories or None)
+    except BaseException:
+        folder.clear(run_id)  # a failed run leaves no part of its output for readers to find
+        raise
+    folder.clear(run_id, temporary_only=True)  # what SIGKILLed attempts could not remove themselves
+    return written
 
 
 def publish(spec: ScoreSpec, run_id: str, part_rows: list[int]) -> int:
     """A table sink gets the run's rows in one transaction (replacing that run id's rows); a Parquet
-    sink already holds its parts. Returns the rows the sink holds for the run."""
+    sink already holds its parts. Returns the rows the sink holds for the run, after checking they
+    are every row the workers wrote (a part they wrote where this process cannot see it is an error)."""
+    folder = parts_folder(spec, run_id)
+    parts = folder.parts(run_id)
+    written = len([r for r in part_rows if r])
+    if len(parts) != written:
+        raise DataError(f"The scoring tasks wrote {written} part(s) for run {run_id} but {len(parts)} are in "
+                        f"{mask_text(folder.location)}: the workers' disk is not this machine's. Use a shared "
+                        "folder or URI (a Parquet sink on s3://, or the database on shared storage).")
     if spec.sink.kind == "parquet":
         return sum(part_rows)
-    folder = parts_folder(spec, run_id)
     database = normalise_database(resolve_env(spec.sink.database, "sink.database"))
-    try:
-        return load_table(database, spec.sink.table, folder.parts(run_id), run_id, RUN_ID_COLUMN)
-    finally:
-        drop_staging(folder)
+    rows = load_table(database, spec.sink.table, parts, run_id, RUN_ID_COLUMN)
+    if rows != sum(part_rows):
+        raise DataError(f"Table {spec.sink.table!r} holds {rows} rows of run {run_id} after the load, but the "
+                        f"parts have {sum(part_rows)}. Nothing else should write this run id; rerun the job.")
+    drop_staging(folder)  # only after a load that holds every row: a retried publish needs the parts
+    return rows
 
 
 def sink_text(spec: ScoreSpec) -> str:
