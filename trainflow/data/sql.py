@@ -7,6 +7,7 @@ source is not `stable` and is read once into a snapshot before anything splits i
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
@@ -74,7 +75,9 @@ class SqlSource(Source):
             import duckdb
 
             return duckdb.connect(self.path, read_only=True)
-        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        conn.create_function("trainflow_hash", -1, row_hash, deterministic=True)  # frames' sample/random_split
+        return conn
 
     def _execute(self, conn, sql: str):
         try:
@@ -238,6 +241,12 @@ def _sqlite_batches(cur: sqlite3.Cursor, schema: pa.Schema, batch_rows: int) -> 
         yield pa.RecordBatch.from_arrays(arrays, schema=schema)
     if empty:
         yield schema.empty_table().to_batches()[0] if schema.names else pa.RecordBatch.from_pylist([])
+
+
+def row_hash(seed: int, *values: Any) -> int:
+    """SQLite's `trainflow_hash`: a stable 63-bit hash of a row's values (not Python's salted hash())."""
+    digest = hashlib.blake2b(repr((seed, values)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def quote_identifier(name: str) -> str:

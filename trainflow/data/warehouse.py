@@ -1,42 +1,16 @@
-"""A session-like handle on a SQL database, so `session.table('TRAINING_DATA')` ports unchanged."""
+"""A session-like handle on a SQL database, so `session.table('TRAINING_DATA')` ports unchanged.
+
+Its frames (trainflow.data.frame.SqlFrame) offer Snowpark's DataFrame operations, compiled to SQL.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
-import pyarrow as pa
-
-from trainflow.data.sql import SqlSource, normalise_database
+from trainflow.data.frame import GroupedFrame, SqlFrame, UnsupportedOperation
+from trainflow.data.sql import normalise_database
 from trainflow.defaults import DEFAULT_DATABASE
 
-
-
-@dataclass(frozen=True)
-class SqlFrame:
-    """A lazy table or query (like a Snowpark DataFrame): nothing runs until rows are asked for."""
-
-    source: SqlSource
-
-    @property
-    def columns(self) -> list[str]:
-        return list(self.source.schema().names)
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self.source.schema()
-
-    def count(self) -> int:
-        return self.source.count_rows()
-
-    def limit(self, n: int) -> SqlFrame:
-        return SqlFrame(SqlSource(self.source.database, self.source.table, self.source.query,
-                                  self.source.offset, n))
-
-    def to_arrow(self) -> pa.Table:
-        return pa.Table.from_batches(list(self.source.iter_batches()), schema=self.source.schema())
-
-    def to_pandas(self) -> pd.DataFrame:
-        return self.to_arrow().to_pandas()
+__all__ = ["DEFAULT_DATABASE", "GroupedFrame", "Session", "SqlFrame", "UnsupportedOperation", "connect"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +20,10 @@ class Session:
     database: str
 
     def table(self, name: str) -> SqlFrame:
-        return SqlFrame(SqlSource(self.database, table=name))
+        return SqlFrame.table(self.database, name)
 
     def sql(self, query: str) -> SqlFrame:
-        return SqlFrame(SqlSource(self.database, query=query))
+        return SqlFrame.query(self.database, query)
 
 
 def connect(target: str = DEFAULT_DATABASE) -> Session:
