@@ -228,20 +228,25 @@ def stddev(c: Any) -> Column:
 
 
 # ---------------------------------------------------------------------------------- scalar functions
-def abs(c: Any) -> Column:
-    return Column(exp.Abs(this=_bare(_as_column(c).expr)))
+def _unary(cls: type[exp.Expression], name: str, as_double: bool = False):
+    """`name(c)`: one column or column name in, `cls(c)` out (as floating point when `as_double`)."""
+    def function(c: Any) -> Column:
+        e = _as_column(c).expr
+        return Column(cls(this=_as_double(e) if as_double else _bare(e)))
+
+    function.__name__ = function.__qualname__ = name
+    return function
 
 
-def sqrt(c: Any) -> Column:
-    return Column(exp.Sqrt(this=_as_double(_as_column(c).expr)))
-
-
-def exp_(c: Any) -> Column:
-    return Column(exp.Exp(this=_as_double(_as_column(c).expr)))
-
-
-def ln(c: Any) -> Column:
-    return Column(exp.Ln(this=_as_double(_as_column(c).expr)))
+abs = _unary(exp.Abs, "abs")
+floor = _unary(exp.Floor, "floor")
+ceil = _unary(exp.Ceil, "ceil")
+upper = _unary(exp.Upper, "upper")
+lower = _unary(exp.Lower, "lower")
+length = _unary(exp.Length, "length")
+sqrt = _unary(exp.Sqrt, "sqrt", as_double=True)
+exp_ = _unary(exp.Exp, "exp_", as_double=True)  # `exp` is sqlglot's module here
+ln = _unary(exp.Ln, "ln", as_double=True)
 
 
 def log(base: Any, x: Any) -> Column:
@@ -256,26 +261,6 @@ def pow(c: Any, p: Any) -> Column:
 
 def round(c: Any, scale: int = 0) -> Column:
     return Column(exp.Round(this=_bare(_as_column(c).expr), decimals=exp.Literal.number(scale)))
-
-
-def floor(c: Any) -> Column:
-    return Column(exp.Floor(this=_bare(_as_column(c).expr)))
-
-
-def ceil(c: Any) -> Column:
-    return Column(exp.Ceil(this=_bare(_as_column(c).expr)))
-
-
-def upper(c: Any) -> Column:
-    return Column(exp.Upper(this=_bare(_as_column(c).expr)))
-
-
-def lower(c: Any) -> Column:
-    return Column(exp.Lower(this=_bare(_as_column(c).expr)))
-
-
-def length(c: Any) -> Column:
-    return Column(exp.Length(this=_bare(_as_column(c).expr)))
 
 
 def coalesce(*cols: Any) -> Column:
