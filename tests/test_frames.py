@@ -151,3 +151,20 @@ def test_a_notebook_style_prep_then_fit_and_predict(warehouse, ray_cluster):
     assert len(pred) == len(test) and len(test) + train_df.count() == df.count()
     rmse = float(np.sqrt(np.mean((pred - test["default_risk"].to_numpy()) ** 2)))
     assert rmse < test["default_risk"].std()  # learned something from the prepared columns
+
+
+def test_snowflake_connector_arguments_and_from_sources(session, ray_cluster, tmp_path):
+    from trainflow.data import ShardedDataConnector
+
+    people, _ = _frames()
+    with pytest.warns(UserWarning, match="ingestor_class ignored"):
+        DataConnector.from_dataframe(session.table("PEOPLE"), ingestor_class=object)
+    by_session = DataConnector.from_sql("SELECT id FROM PEOPLE WHERE age < 30", session=session)
+    assert by_session.count_rows() == int((people.age < 30).sum())
+    people.iloc[:100].to_parquet(tmp_path / "extra.parquet")
+    both = DataConnector.from_sources(session, ["PEOPLE", str(tmp_path / "extra.parquet")])
+    shards = ShardedDataConnector.from_sources(session, ["PEOPLE", str(tmp_path / "extra.parquet")]).shards(3)
+    sizes = [s.count_rows() for s in shards]
+    assert sum(sizes) == both.count_rows() == len(people) + 100 and max(sizes) - min(sizes) <= 1  # even
+    ids = pd.concat([s.to_pandas() for s in shards])["id"]
+    assert sorted(ids) == sorted(list(people["id"]) + list(range(100)))

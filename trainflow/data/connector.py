@@ -32,8 +32,12 @@ class DataConnector:
 
     # ---------------------------------------------------------------- constructors
     @classmethod
-    def from_dataframe(cls, df: Any) -> DataConnector:
-        """A session table/query, pandas DataFrame, pyarrow Table or Ray Dataset."""
+    def from_dataframe(cls, df: Any, ingestor_class: Any = None, **kwargs: Any) -> DataConnector:
+        """A session table/query, pandas DataFrame, pyarrow Table or Ray Dataset.
+
+        Snowflake's `ingestor_class` and extra keyword arguments are accepted and ignored (trainflow
+        reads Arrow itself), with a warning that says so."""
+        _ignored("from_dataframe", ingestor_class, kwargs)
         if isinstance(df, DataConnector):
             return cls(df._source)
         if isinstance(df, SqlFrame):
@@ -57,9 +61,32 @@ class DataConnector:
         return cls(ParquetSource(str(path), tuple(columns) if columns else None))
 
     @classmethod
-    def from_sql(cls, query: str, database: str = DEFAULT_DATABASE) -> DataConnector:
-        """A SQL query on a DuckDB file (default the embedded warehouse) or `sqlite:///` database."""
-        return cls(SqlSource(normalise_database(database), query=query))
+    def from_sql(cls, query: str, database: str = DEFAULT_DATABASE, *, session: Any = None,
+                 ingestor_class: Any = None, **kwargs: Any) -> DataConnector:
+        """A SQL query on a DuckDB file (default the embedded warehouse) or `sqlite:///` database; with
+        Snowflake's `session=` (a trainflow session), on that session's database."""
+        _ignored("from_sql", ingestor_class, kwargs)
+        target = session.database if session is not None else normalise_database(database)
+        return cls(SqlSource(target, query=query))
+
+    @classmethod
+    def from_sources(cls, session: Any, sources: Sequence[Any], ingestor_class: Any = None,
+                     **kwargs: Any) -> DataConnector:
+        """Several sources read as one, in order (Snowflake's from_sources): session frames, table
+        names of `session`, Parquet paths, frames or connectors."""
+        from trainflow.data.sources import ConcatSource
+
+        _ignored("from_sources", ingestor_class, kwargs)
+        if not sources:
+            raise DataError("from_sources needs at least one source.")
+        parts = []
+        for src in sources:
+            if isinstance(src, str):
+                parts.append(cls.from_parquet(src) if src.endswith(".parquet") or "/" in src
+                             else cls.from_dataframe(session.table(src)))
+            else:
+                parts.append(cls.from_dataframe(src))
+        return cls(ConcatSource([p.source for p in parts], " + ".join(p.describe() for p in parts), read_once=True))
 
     @classmethod
     def from_ray_dataset(cls, ds: Any) -> DataConnector:
@@ -200,3 +227,12 @@ def _remote_reader():
         return pa.Table.from_batches(list(source.iter_batches()), schema=source.schema())
 
     return read_shard
+
+
+def _ignored(where: str, ingestor_class: Any, kwargs: dict[str, Any]) -> None:
+    names = (["ingestor_class"] if ingestor_class is not None else []) + sorted(kwargs)
+    if names:
+        import warnings
+
+        warnings.warn(f"DataConnector.{where}: {', '.join(names)} ignored: trainflow reads Arrow from the source "
+                      "itself (Snowflake's ingestors have no counterpart here).", stacklevel=3)

@@ -19,8 +19,16 @@ class ShardedDataConnector:
         self._equal = equal
 
     @classmethod
-    def from_dataframe(cls, df: Any, equal: bool = False) -> ShardedDataConnector:
-        return cls(DataConnector.from_dataframe(df), equal=equal)
+    def from_dataframe(cls, df: Any, equal: bool = False, **kwargs: Any) -> ShardedDataConnector:
+        return cls(DataConnector.from_dataframe(df, **kwargs), equal=equal)
+
+    @classmethod
+    def from_ray_dataset(cls, ds: Any, equal: bool = False) -> ShardedDataConnector:
+        return cls(DataConnector.from_ray_dataset(ds), equal=equal)
+
+    @classmethod
+    def from_sources(cls, session: Any, sources: Any, equal: bool = False, **kwargs: Any) -> ShardedDataConnector:
+        return cls(DataConnector.from_sources(session, sources, **kwargs), equal=equal)
 
     @classmethod
     def from_connector(cls, connector: DataConnector, equal: bool = False) -> ShardedDataConnector:

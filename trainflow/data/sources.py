@@ -375,13 +375,16 @@ class ConcatSource(Source):
     `split(n)` hands each shard a contiguous group of whole parts, so shards stay disjoint and in order.
     """
 
-    def __init__(self, parts: Sequence[Source], label: str, origin: dict[str, Any] | None = None):
+    def __init__(self, parts: Sequence[Source], label: str, origin: dict[str, Any] | None = None,
+                 read_once: bool = False):
         self.parts = list(parts)
         self.label = label
         self._origin = origin  # the whole source the parts were cut from
+        # a few large parts (DataConnector.from_sources) split evenly only after one read into blocks
+        self.read_once = read_once
 
     def is_stable(self) -> bool:
-        return all(p.is_stable() for p in self.parts)
+        return not self.read_once and all(p.is_stable() for p in self.parts)
 
     def release(self) -> None:
         for part in self.parts:
@@ -407,8 +410,13 @@ class ConcatSource(Source):
         return [ConcatSource(group, self.label, self._origin) for group in groups]
 
     def _read_batches(self, columns, batch_rows):
+        want = None
         for part in self.parts:
-            yield from part.iter_batches(columns, batch_rows)
+            for batch in part.iter_batches(columns, batch_rows):
+                want = want or batch.schema
+                if batch.schema != want:  # the same columns from sources that type them differently
+                    batch = _conform(batch, want, part.describe(), self.parts[0].describe())
+                yield batch
 
     def identity(self) -> str | None:
         parts = [p.identity() for p in self.parts]
@@ -420,6 +428,17 @@ class ConcatSource(Source):
     def origin(self) -> dict[str, Any]:
         return self._origin if self._origin is not None else {"kind": "parts",
                                                               "parts": [p.origin() for p in self.parts]}
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, where: str, first: str) -> pa.RecordBatch:
+    if batch.schema.names != schema.names:
+        raise DataError(f"The {where} has columns {batch.schema.names}, but the {first} has {schema.names}: "
+                        "sources read together need the same columns in the same order (select them).")
+    try:
+        return batch.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise DataError(f"The {where} types its columns differently from the {first} ({exc}); CAST them to "
+                        "the same types.") from None
 
 
 def sample_blocks(source: Source, fraction: float, seed: int = 0,
