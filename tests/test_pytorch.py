@@ -158,8 +158,9 @@ def test_snowflake_example_runs_verbatim(ray_cluster, tmp_path):
 
 
 # ===================================================================== context, shards, artifacts
-def probe_train_func():
-    """Records what each rank sees; also exercises the user-side init_process_group of the docs."""
+def probe_train_func(config):
+    """Records what each rank sees; also exercises the user-side init_process_group of the docs and
+    Snowflake 2.6's train_func(config) with the rest of its context API."""
     import torch.distributed as dist
 
     from trainflow.distributors.pytorch import get_context
@@ -182,7 +183,10 @@ def probe_train_func():
         fh.write(str(rank))
     context.report({"loss": 1.0 + rank, "rank": rank})
     context.report({"loss": torch.tensor(0.5 + rank)})
+    context.get_metrics_reporter().log_metrics({"acc": 0.75 + rank}, step=3)
     record = {
+        "config": config, "master": [context.get_master_addr(), context.get_master_port()],
+        "default_backend": context.get_default_backend(), "supported": context.get_supported_backends(),
         "ready": ready, "backend": backend, "world_size": context.get_world_size(),
         "world_rank": context.get_world_rank(), "rank": rank, "local_rank": context.get_local_rank(),
         "local_world_size": context.get_local_world_size(), "node_rank": context.get_node_rank(),
@@ -232,6 +236,14 @@ def test_context_values_per_rank(probe_run):
     assert not any(os.path.exists(r["model_dir"]) for r in ranks)  # worker temp folders cleaned up
 
 
+def test_train_func_config_and_the_rest_of_snowflakes_context_api(probe_run):
+    result, ranks, hyper, _ = probe_run
+    assert all(r["config"] == hyper for r in ranks)  # train_func(config) gets the hyper-parameters
+    assert ranks[0]["master"] == ranks[1]["master"] and ranks[0]["master"][1] > 0
+    assert all(r["default_backend"] == "gloo" and "gloo" in r["supported"] for r in ranks)
+    assert result.get_metrics()["acc"] == 0.75 and result.get_metrics()["step"] == 3  # rank 0's, via log_metrics
+
+
 def test_shards_seen_from_workers_are_disjoint_and_cover(probe_run):
     _, ranks, _, _ = probe_run
     unequal = [set(r["seen"]["unequal"]) for r in ranks]
@@ -247,8 +259,8 @@ def test_model_lands_in_stage_location_with_rank0_files_and_metrics(probe_run):
     model_dir = Path(result.get_model_dir())
     assert model_dir == out / "stage" / "model" / result.request_id
     assert sorted(p.name for p in model_dir.iterdir()) == ["from_rank0.txt"]  # only rank 0's folder
-    assert result.get_metrics() == {"loss": 0.5, "rank": 0}  # rank 0's latest values
-    assert result.get_metrics_history() == [{"loss": 1.0, "rank": 0}, {"loss": 0.5}]
+    assert result.get_metrics() == {"loss": 0.5, "rank": 0, "acc": 0.75, "step": 3}  # rank 0's latest values
+    assert result.get_metrics_history() == [{"loss": 1.0, "rank": 0}, {"loss": 0.5}, {"acc": 0.75, "step": 3}]
     ckpt = Path(result.get_checkpoint_location())
     assert (ckpt / "from_rank0.txt").read_text() == "0"
     assert ckpt.is_relative_to(out / "stage")
@@ -324,7 +336,7 @@ def test_unsatisfiable_resources_fail_within_seconds(ray_cluster, tmp_path, scal
     assert time.perf_counter() - start < 10
 
 
-def _needs_an_argument(config):
+def _needs_two_arguments(config, other):  # train_func() and train_func(config) are the accepted shapes
     pass
 
 
@@ -335,7 +347,7 @@ def _needs_an_argument(config):
         ({"scaling_config": PyTorchScalingConfig(
             resource_requirements_per_worker=WorkerResourceConfig(num_cpus=-1))}, {}, "num_cpus=-1"),
         ({}, {"hyper_params": {"lr": 0.1}}, "str → str"),
-        ({"train_func": _needs_an_argument}, {}, "no arguments"),
+        ({"train_func": _needs_two_arguments}, {}, "no arguments, or with one"),
     ],
     ids=["workers", "cpus", "hyper_params", "train_func"],
 )

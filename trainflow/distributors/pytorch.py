@@ -286,7 +286,10 @@ def _worker_loop(job: _WorkerJob) -> dict[str, Any]:
     )
     try:
         with active(context), tolerate_user_process_group_init():
-            job.train_func()
+            if takes_config(job.train_func):
+                job.train_func(dict(job.hyper_params))  # Snowflake 2.6+ style: train_func(config)
+            else:
+                job.train_func()
         metrics = dict(context._metrics)
         if rank == 0:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(model_dir),
@@ -464,18 +467,39 @@ def _make_trainer(loop, *, train_loop_config, scaling_config, run_config, backen
                         run_config=run_config, torch_config=TorchConfig(backend=backend))
 
 
+def takes_config(fn: Any) -> bool:
+    """Whether `train_func` wants `config` (the hyper-parameters dict) rather than no argument."""
+    try:
+        signature = inspect.signature(fn)
+    except ValueError:
+        return False  # builtins without a signature
+    try:
+        signature.bind()
+        return False
+    except TypeError:
+        pass
+    try:
+        signature.bind({})
+        return True
+    except TypeError:
+        return False
+
+
 def _check_train_func(fn: Any) -> None:
     if not callable(fn):
         raise ConfigError(f"train_func must be a function taking no arguments, got {type(fn).__name__}.")
     try:
-        inspect.signature(fn).bind()
-    except TypeError:
-        raise ConfigError(
-            f"train_func {getattr(fn, '__name__', fn)!r} must be callable with no arguments (read "
-            "hyper-parameters and data with get_context() inside it)."
-        ) from None
+        signature = inspect.signature(fn)
     except ValueError:
-        pass  # builtins without a signature
+        return
+    if not takes_config(fn):
+        try:
+            signature.bind()
+        except TypeError:
+            raise ConfigError(
+                f"train_func {getattr(fn, '__name__', fn)!r} must be callable with no arguments, or with one "
+                "(`config`: the hyper-parameters); read data with get_context() inside it."
+            ) from None
 
 
 def _check_dataset_map(dataset_map: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -82,6 +82,34 @@ class TrainingContext:
         """`cuda:<index>` of this worker's GPU (= local rank with one GPU per worker), else cpu."""
         return self._device
 
+    def get_metrics_reporter(self) -> MetricsReporter:
+        """Snowflake's reporter: `get_metrics_reporter().log_metrics({...})` is `report({...})`."""
+        return MetricsReporter(self)
+
+    def get_master_addr(self) -> str:
+        """The address of rank 0's process-group store (MASTER_ADDR, as torchrun sets it)."""
+        return _env("MASTER_ADDR")
+
+    def get_master_port(self) -> int:
+        return int(_env("MASTER_PORT"))
+
+    def get_default_backend(self) -> str:
+        """The backend of the process group trainflow set up (nccl on whole GPUs, else gloo)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return str(dist.get_backend())
+        return "nccl" if str(self._device).startswith("cuda") else "gloo"
+
+    def get_supported_backends(self) -> list[str]:
+        import torch
+        import torch.distributed as dist
+
+        found = ["gloo"] if dist.is_gloo_available() else []
+        if torch.cuda.is_available() and dist.is_nccl_available():
+            found.append("nccl")
+        return found
+
     def get_checkpoint(self) -> Any | None:
         """The `checkpoint` of the latest `report(..., checkpoint=...)` when this run was restarted
         after losing a worker (tensors on the CPU), else None: resume from it, e.g.
@@ -123,6 +151,27 @@ class TrainingContext:
                 self._progress.put(f"[{len(self._history)}]  {shown}")
             except Exception:  # a watcher that went away must not fail training
                 pass
+
+
+class MetricsReporter:
+    """What `get_metrics_reporter()` returns (Snowflake's context API)."""
+
+    def __init__(self, context: TrainingContext):
+        self._context = context
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Record metrics as `report(metrics)` does; `step`, when given, is recorded as the metric `step`."""
+        self._context.report({**metrics, **({"step": step} if step is not None else {})})
+
+
+def _env(name: str) -> str:
+    import os
+
+    value = os.environ.get(name)
+    if not value:
+        raise OutsideTrainingError(f"{name} is not set: call this inside a training function run by "
+                                   "PyTorchDistributor.run() (the process group sets it).")
+    return value
 
 
 def _plain(value: Any) -> Any:
