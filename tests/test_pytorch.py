@@ -606,3 +606,15 @@ def test_without_a_scaling_config_the_nodes_resources_are_used():
         == (1, 1, 8, 0)
     gpus = default_scaling([NodeResources("a", 16.0, 0.0), NodeResources("g", 12.0, 4.0)])
     assert (gpus.num_workers, gpus.resources.num_cpus, gpus.resources.num_gpus) == (4, 3, 1)
+
+
+def test_a_snowflake_stage_name_maps_under_the_configured_artifact_root(tmp_path, monkeypatch):
+    from trainflow.distributors.torch_storage import resolve_location, stage_location
+
+    monkeypatch.setenv("TRAINFLOW_ARTIFACTS", str(tmp_path / "root"))
+    assert resolve_location("ML.MODELS.stage").path == str(tmp_path / "root" / "stages" / "ML" / "MODELS" / "STAGE")
+    assert stage_location("@db.sch.stg/runs/7") == f"{tmp_path}/root/stages/DB/SCH/STG/runs/7"
+    assert stage_location("out/models") is None and stage_location("s3://b/p") is None
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my.model.dir").mkdir()
+    assert stage_location("my.model.dir") is None  # an existing folder stays a folder

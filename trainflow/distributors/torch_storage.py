@@ -6,6 +6,7 @@ Models go to `<location>/model/<request_id>`, Ray Train checkpoints to
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +36,36 @@ class Location:
         return mask_text(self.display)
 
 
+ARTIFACTS_ENV = "TRAINFLOW_ARTIFACTS"
+# Snowflake stage names: DB.SCHEMA.STAGE, @DB.SCHEMA.STAGE/path, @STAGE, @~/path (user stage)
+_STAGE = re.compile(r"^(@~|@?[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*){0,2})(/.*)?$")
+
+
+def stage_location(location: str) -> str | None:
+    """Where a Snowflake stage name lands: `$TRAINFLOW_ARTIFACTS/stages/<DB>/<SCHEMA>/<STAGE>/<path>`
+    (default root .trainflow/artifacts); None for anything that is not a stage name (a path, a URI).
+    Unquoted stage names are case-insensitive in Snowflake, so they are upper-cased."""
+    text = location.strip()
+    match = _STAGE.match(text)
+    is_stage = match is not None and (text.startswith("@") or text.count(".") == 2 and "/" not in text.split(".")[0])
+    if not is_stage or os.path.exists(text):
+        return None
+    name, rest = match.group(1).lstrip("@"), (match.group(3) or "").strip("/")
+    parts = ["~user"] if name == "~" else [p.upper() for p in name.split(".")]
+    root = os.environ.get(ARTIFACTS_ENV) or DEFAULT_ARTIFACT_LOCATION
+    return "/".join([root.rstrip("/"), "stages", *parts, *([rest] if rest else [])])
+
+
 def resolve_location(location: str | os.PathLike | None) -> Location:
-    """A local path (made absolute) or a URI via pyarrow.fs, falling back to fsspec."""
+    """A local path (made absolute) or a URI via pyarrow.fs, falling back to fsspec; a Snowflake stage
+    name maps under the configured artifact root (see stage_location)."""
     import pyarrow.fs as pafs
 
     if location is None:
         location = DEFAULT_ARTIFACT_LOCATION
     location = os.fspath(location)
+    if isinstance(location, str) and (mapped := stage_location(location)) is not None:
+        location = mapped
     if not isinstance(location, str) or not location.strip():
         raise ConfigError(f"artifact_stage_location={mask_text(str(location))!r} is invalid: use a path or a URI.")
     if "://" not in location:
