@@ -618,3 +618,11 @@ def test_a_snowflake_stage_name_maps_under_the_configured_artifact_root(tmp_path
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my.model.dir").mkdir()
     assert stage_location("my.model.dir") is None  # an existing folder stays a folder
+
+
+def test_torch_dataset_equal_length_list_columns_are_b_by_k():
+    table = pa.table({"v": pa.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], pa.list_(pa.float64())),
+                      "ragged": pa.array([[1], [2, 3], []], pa.list_(pa.int64()))})
+    [batch] = list(DataConnector.from_dataframe(table).to_torch_dataset(batch_size=3))
+    assert tuple(batch["v"].shape) == (3, 2) and batch["v"][2].tolist() == [5.0, 6.0]
+    assert batch["ragged"] == [[1], [2, 3], []]  # ragged lists stay lists

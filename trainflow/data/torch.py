@@ -3,7 +3,8 @@
 Shapes (the contract, same as Snowflake's):
 
 * `batch_size=B`: each item is a batch ``{column: tensor}``; a scalar (1-D) column is ``(B, 1)``, a
-  fixed-size list column ``(B, k)``, other columns (strings, variable lists) a Python list of B values.
+  fixed-size list column, or a list column whose lists in the batch all have length k, ``(B, k)``;
+  other columns (strings, ragged lists) a Python list of B values.
   Iterate it directly or with ``DataLoader(ds, batch_size=None)`` to get exactly these batches.
 * `batch_size=None`: each item is one row; a scalar column is ``(1,)``, so
   ``DataLoader(ds, batch_size=n)`` stacks rows into ``(n, 1)`` — the same shape as a batch above.
@@ -196,6 +197,13 @@ def _column_to_torch(col: pa.Array, name: str) -> tuple[Any, bool]:
             col = col.cast(pa.float64() if not pat.is_float32(type_) else pa.float32())
         arr = col.to_numpy(zero_copy_only=False)
         return torch.from_numpy(np.array(arr, copy=True).reshape(-1, 1)), True
+    if (pat.is_list(type_) or pat.is_large_list(type_)) and _numeric(type_.value_type) and not col.null_count:
+        import pyarrow.compute as pc
+
+        lengths = pc.list_value_length(col)
+        if len(col) and pc.min(lengths).as_py() == pc.max(lengths).as_py():  # as Snowflake: (B, k)
+            col = col.cast(pa.list_(type_.value_type, pc.min(lengths).as_py()))
+            type_ = col.type
     if pat.is_fixed_size_list(type_) and _numeric(type_.value_type):
         width = type_.list_size
         if col.null_count:
