@@ -182,6 +182,7 @@ def test_bad_parameters_are_refused_or_fail_cleanly(served):
     assert "label" in run.state.message and "features" in run.state.message
 
 
+@pytest.mark.slow  # a training run and two scoring runs through the served deployments (~70 s)
 def test_a_scoring_deployment_scores_the_champion_into_duckdb_once_per_run(served):
     import duckdb
     from prefect.deployments import run_deployment

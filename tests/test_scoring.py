@@ -185,6 +185,7 @@ def test_a_scoring_worker_killed_mid_part_is_retried_without_duplicate_or_missin
     assert sorted(p.name for p in folder.iterdir()) == [f"part-killed-{i:05d}.parquet" for i in range(result.parts)]
 
 
+@pytest.mark.slow  # a subprocess that starts its own Ray (~30 s)
 def test_scoring_cli_prints_the_written_rows(project, warehouse, tmp_path, prefect_api):
     import json
     import subprocess
