@@ -68,7 +68,7 @@ t0 = time.perf_counter(); model = step.resolve(spec); t["resolve"] = time.perf_c
 t0 = time.perf_counter(); data = step.check(spec, model); t["check"] = time.perf_counter() - t0
 t0 = time.perf_counter(); parts = step.score(spec, model, data, "bench"); t["score"] = time.perf_counter() - t0
 t0 = time.perf_counter(); rows = step.publish(spec, "bench", parts); t["publish"] = time.perf_counter() - t0
-t0 = time.perf_counter(); step.record(spec, model, data, "bench", rows, len(parts)); t["record"] = time.perf_counter() - t0
+t0 = time.perf_counter(); step.record(spec, model, data, "bench", rows, parts); t["record"] = time.perf_counter() - t0
 print("RESULT " + json.dumps({{"rows": rows, "steps": t, "rss_before": before, "peak_rss": proc_status()["VmHWM"]}}))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=3600)

@@ -31,6 +31,6 @@ def scoring_pipeline(spec: ScoreSpec) -> dict[str, Any]:
                 data.data.describe(), data.record.digest)
     part_rows = score(spec, model, data, run_id)
     rows = publish(spec, run_id, part_rows)
-    result = record(spec, model, data, run_id, rows, len([r for r in part_rows if r]))
+    result = record(spec, model, data, run_id, rows, part_rows)
     logger.info("Wrote %d rows to %s (run id %s)", rows, result.sink, run_id)
     return result.to_dict()

@@ -41,12 +41,13 @@ def publish(spec: ScoreSpec, run_id: str, part_rows: list[int]) -> int:
 
 @task(name="record", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_only, persist_result=False)
 def record(spec: ScoreSpec, model: step.ScoringModel, data: step.ScoringInput, run_id: str, rows: int,
-           parts: int) -> step.ScoreResult:
+           part_rows: list[int]) -> step.ScoreResult:
     from prefect.runtime import deployment, flow_run
 
     me = {"id": flow_run.id, "name": flow_run.name, "url": flow_run.ui_url, "deployment": deployment.name}
-    result = step.record(spec, model, data, run_id, rows, parts, me if flow_run.id else None)
-    lines = [f"Scored **{rows}** rows with `{model.uri}` into {result.sink} ({parts} part(s)), run id `{run_id}`.",
+    result = step.record(spec, model, data, run_id, rows, part_rows, me if flow_run.id else None)
+    head = f"Scored **{rows}** rows with `{model.uri}` into {result.sink} ({result.parts} part(s)), run id `{run_id}`."
+    lines = [head,
              "", f"- input: {data.record.source.get('kind')} {data.record.rows} rows, digest `{data.record.digest}`",
              f"- MLflow run `{result.mlflow_run_id}` (experiment `{spec.name}`)"]
     try:

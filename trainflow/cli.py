@@ -21,28 +21,20 @@ def _parser() -> argparse.ArgumentParser:
                                      "orchestrated by Prefect, registered in MLflow.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "run the whole pipeline once"), ("validate", "only load and validate the data")):
-        cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("spec", help="job spec YAML file")
+    for name, text, spec_help, example in (
+            ("run", "run the whole pipeline once", "job spec YAML file", "trainer.n_estimators=200"),
+            ("validate", "only load and validate the data", "job spec YAML file", "trainer.n_estimators=200"),
+            ("score", "run a batch-scoring job: a registered model scores a source into a sink",
+             "scoring spec YAML file (model, source, sink, carry)", "model=models:/credit-risk/3")):
+        cmd = _command(sub, name, text, "end with one JSON line of the result")
+        cmd.add_argument("spec", help=spec_help)
         cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a spec value, e.g. --set trainer.n_estimators=200")
-        cmd.add_argument("--json", action="store_true", help="end with one JSON line of the result")
-        cmd.add_argument("--debug", action="store_true", help="show tracebacks")
-    score = sub.add_parser("score", help="run a batch-scoring job: a registered model scores a source into a sink")
-    score.add_argument("spec", help="scoring spec YAML file (model, source, sink, carry)")
-    score.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a spec value, e.g. --set model=models:/credit-risk/3")
-    score.add_argument("--json", action="store_true", help="end with one JSON line of the result")
-    score.add_argument("--debug", action="store_true", help="show tracebacks")
-    lineage = sub.add_parser("lineage", help="where a registered version came from: flow run, spec, data, code")
-    lineage.add_argument("model", help="models:/NAME/VERSION or models:/NAME@ALIAS")
-    lineage.add_argument("--json", action="store_true", help="print one JSON object")
-    lineage.add_argument("--debug", action="store_true", help="show tracebacks")
-    again = sub.add_parser("reproduce", help="rerun a version's stored spec on the same data, placement and "
-                           "threads; refuses when the data changed")
-    again.add_argument("model", help="models:/NAME/VERSION or models:/NAME@ALIAS")
-    again.add_argument("--json", action="store_true", help="end with one JSON line of the result")
-    again.add_argument("--debug", action="store_true", help="show tracebacks")
+                         help=f"override a spec value, e.g. --set {example}")
+    for name, text, shown in (
+            ("lineage", "where a registered version came from: flow run, spec, data, code", "print one JSON object"),
+            ("reproduce", ("rerun a version's stored spec on the same data, placement and threads; refuses "
+                           "when the data changed"), "end with one JSON line of the result")):
+        _command(sub, name, text, shown).add_argument("model", help="models:/NAME/VERSION or models:/NAME@ALIAS")
     serve = sub.add_parser("serve", help="serve one deployment per job spec, with its schedule")
     serve.add_argument("paths", nargs="*", help="spec files or folders (default deployments/specs)")
     serve.add_argument("--limit", type=int, default=None, help="most flow runs at once")
@@ -54,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("action", choices=["start", "stop", "status"])
     server.add_argument("--json", action="store_true", help="status as one JSON line")
     return parser
+
+
+def _command(sub, name: str, text: str, json_help: str) -> argparse.ArgumentParser:
+    cmd = sub.add_parser(name, help=text)
+    cmd.add_argument("--json", action="store_true", help=json_help)
+    cmd.add_argument("--debug", action="store_true", help="show tracebacks")
+    return cmd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,21 +95,10 @@ def _score(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, args.overrides, model=ScoreSpec)
     with prefect_server.attach("run") as api:
-        from prefect import tags
-
-        from flows.console import show_errors_as_messages
         from flows.scoring import scoring_pipeline
 
-        if not args.debug:
-            show_errors_as_messages()
         start = time.perf_counter()
-        with tags(project_tag()):
-            state = scoring_pipeline(spec, return_state=True)
-        if state.is_failed():
-            exc = _exception_of(state)
-            raise exc if isinstance(exc, TrainflowError) else TrainflowError(
-                f"The scoring run failed: {state.message}. Re-run with --debug or open it in the Prefect UI ({api}).")
-        result: dict[str, Any] = state.result()
+        result = _flow_result(args, api, scoring_pipeline, spec)
     result["seconds"] = round(time.perf_counter() - start, 1)
     print()
     print(f"Scored {result['rows']} rows with {result['model']} into {result['sink']}")
@@ -134,6 +122,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _lineage(args: argparse.Namespace) -> int:
+    from trainflow.lineage.record import source_line
     from trainflow.lineage.store import read_lineage
     from trainflow.registry import tracking_uri
 
@@ -155,13 +144,9 @@ def _lineage(args: argparse.Namespace) -> int:
     print(f"  checks:    pandera report digest {lin.validation_digest[:16]}")
     for d in lin.data:
         print(f"  {d.context + ':':<10} {d.rows} rows, digest {d.digest}, {d.selection}")
-        src = d.source
-        if src.get("kind") == "parquet":
-            for f in src.get("files", []):
-                print(f"             {f['uri']}  {f['size']} bytes  modified {f['mtime']}")
-        elif "database" in src:
-            print(f"             {src['kind']} {src['database']}: "
-                  + (f"table {src['table']}" if src.get("table") else f"query {' '.join(str(src['query']).split())}"))
+        print(f"             {source_line(d.source)}")
+        for f in d.source.get("files", []):
+            print(f"             {f['uri']}  {f['size']} bytes  modified {f['mtime']}")
     if found.metrics:
         print("  metrics:   " + "  ".join(f"{k}={v:.6g}" for k, v in sorted(found.metrics.items())
                                           if not k.startswith(("train-", "eval-"))))
@@ -172,23 +157,12 @@ def _lineage(args: argparse.Namespace) -> int:
 
 
 def _run_attached(args: argparse.Namespace, spec, api: str, reproduce: dict[str, Any] | None = None) -> int:
-    from prefect import tags
-
-    from flows.console import show_errors_as_messages
     from flows.pipeline import training_pipeline
     from trainflow.registry import get_champion, tracking_uri
     from trainflow.secrets import mask_text
 
-    if not args.debug:
-        show_errors_as_messages()
     start = time.perf_counter()
-    with tags(project_tag()):
-        state = training_pipeline(spec, reproduce, return_state=True)
-    if state.is_failed():
-        exc = _exception_of(state)
-        raise exc if isinstance(exc, TrainflowError) else TrainflowError(
-            f"The flow run failed: {state.message}. Re-run with --debug or open the run in the Prefect UI ({api}).")
-    result: dict[str, Any] = state.result()
+    result = _flow_result(args, api, training_pipeline, spec, reproduce)
     champion = get_champion(spec.register.model_name)
     result.update(seconds=round(time.perf_counter() - start, 1), tracking_uri=mask_text(tracking_uri()),
                   prefect_api=mask_text(str(api)))
@@ -198,6 +172,23 @@ def _run_attached(args: argparse.Namespace, spec, api: str, reproduce: dict[str,
     if args.json:
         print(json.dumps(result, default=str))
     return 0
+
+
+def _flow_result(args: argparse.Namespace, api: str, flow, *params: Any) -> dict[str, Any]:
+    """Run `flow` in this process under the project tag; its result, or its error as trainflow's."""
+    from prefect import tags
+
+    from flows.console import show_errors_as_messages
+
+    if not args.debug:
+        show_errors_as_messages()
+    with tags(project_tag()):
+        state = flow(*params, return_state=True)
+    if state.is_failed():
+        exc = _exception_of(state)
+        raise exc if isinstance(exc, TrainflowError) else TrainflowError(
+            f"The flow run failed: {state.message}. Re-run with --debug or open the run in the Prefect UI ({api}).")
+    return state.result()
 
 
 def _exception_of(state) -> BaseException:

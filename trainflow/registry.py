@@ -257,7 +257,8 @@ _FIXES = {
 }
 
 
-def _experiment_id(client: MlflowClient, name: str) -> str:
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created when it does not exist yet."""
     exp = client.get_experiment_by_name(name)
     return exp.experiment_id if exp else client.create_experiment(name)
 
@@ -276,7 +277,7 @@ def tuning_run(experiment: str, params: dict[str, Any], tags: dict[str, str],
     with _pinned_uri(uri):
         try:
             client = _client(uri)
-            run = mlflow.start_run(experiment_id=_experiment_id(client, experiment), run_name=f"{experiment}-tuning")
+            run = mlflow.start_run(experiment_id=experiment_id(client, experiment), run_name=f"{experiment}-tuning")
             mlflow.set_tags({**tags, "trainflow.kind": "tuning"})
             mlflow.log_params(flatten_masked(params))
             mlflow.log_table(pd.DataFrame(trials), "trials.json")
@@ -383,7 +384,7 @@ def register_model(
     with _pinned_uri(uri):
         try:
             client = _client(uri)
-            run = mlflow.start_run(experiment_id=_experiment_id(client, experiment),
+            run = mlflow.start_run(experiment_id=experiment_id(client, experiment),
                                    nested=mlflow.active_run() is not None)
             run_id = run.info.run_id
 
@@ -617,30 +618,45 @@ def champion_record(model_name: str) -> ChampionRecord | None:
                           tags.get("trainflow.framework", ""), tags)
 
 
-def version_record(uri: str) -> ChampionRecord:
-    """The version behind `models:/name/N` or `models:/name@alias` (an alias resolved now, once), with
-    its run's tags; a ConfigError names the fix when there is none."""
+def model_version(uri: str, store: str | None = None) -> tuple[MlflowClient, Any]:
+    """(client, model version) behind `models:/name/N` or `models:/name@alias` (an alias resolved now,
+    once). A URI that is not one, or names no version, is a ConfigError naming the fix; an unreachable
+    store a RegistryError."""
     import re
 
-    match = re.match(r"^models:/(?P<name>[^/@\s]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$", uri.strip())
+    from trainflow.spec.base import MODEL_URI
+
+    match = re.match(MODEL_URI, uri.strip())
     if not match:
-        raise ConfigError(f"{uri!r} is not a model version URI: write models:/NAME/VERSION or models:/NAME@ALIAS.")
-    store = tracking_uri()
+        raise ConfigError(f"{uri!r} is not a model version URI: write models:/NAME/VERSION or models:/NAME@ALIAS "
+                          "(e.g. models:/credit-risk@champion).")
+    name, tail = uri.strip().removeprefix("models:/").removesuffix(match.group(1)), match.group(1)
+    version, alias = (tail[1:], "") if tail.startswith("/") else ("", tail[1:])
+    store = store or tracking_uri()
     try:
         client = _client(store)
-        mv = (client.get_model_version(match["name"], match["version"]) if match["version"]
-              else _alias_version(client, match["name"], match["alias"]))
-        if mv is None:
-            raise ConfigError(f"No version of model '{match['name']}' holds the alias '{match['alias']}' in the "
-                              f"registry at {mask_text(store)}. Register one, or name a version (models:/NAME/N).")
-        tags = dict(client.get_run(mv.run_id).data.tags) if mv.run_id else {}
+        mv = client.get_model_version(name, version) if version else _alias_version(client, name, alias)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise ConfigError(f"No model version {uri} in the registry at {mask_text(store)}: {_first_line(exc)}. "
                               "Check the name and version (MLflow UI), or MLFLOW_TRACKING_URI.") from None
         raise RegistryError(f"cannot read {uri}: {_first_line(exc)}. Fix: check that the tracking store "
                             f"{mask_text(store)} is reachable", transient=_is_transient(exc)) from exc
-    return ChampionRecord(match["name"], str(mv.version), mv.run_id or "", tags.get("trainflow.framework", ""), tags)
+    if mv is None:
+        raise ConfigError(f"No version of model '{name}' holds the alias '{alias}' in the registry at "
+                          f"{mask_text(store)}. Register one, or name a version (models:/NAME/N).")
+    return client, mv
+
+
+def version_record(uri: str) -> ChampionRecord:
+    """The version behind a model version URI (see model_version), with its run's tags."""
+    client, mv = model_version(uri)
+    try:
+        tags = dict(client.get_run(mv.run_id).data.tags) if mv.run_id else {}
+    except MlflowException as exc:
+        raise RegistryError(f"cannot read the run of {uri}: {_first_line(exc)}",
+                            transient=_is_transient(exc)) from exc
+    return ChampionRecord(mv.name, str(mv.version), mv.run_id or "", tags.get("trainflow.framework", ""), tags)
 
 
 def download_model(model_uri: str, dst: str) -> str:

@@ -207,23 +207,18 @@ class SqlFrame:
         columns (`left["id"] == right["cust_id"]`). `how`: inner, left, right, outer/full, cross."""
         self._same_database(right, "join")
         kind = (join_type or how).lower().replace("_", "").replace("outer", "") or "full"
-        sides = {"inner": ("", "INNER"), "left": ("LEFT", "OUTER"), "right": ("RIGHT", "OUTER"),
-                 "full": ("FULL", "OUTER"), "cross": ("", "CROSS")}
-        if kind not in sides:
+        if kind not in _JOINS:
             raise UnsupportedOperation(f"join how={how!r} is not supported (inner, left, right, outer, cross); "
                                        "for semi/anti joins filter with EXISTS in session.sql(...).")
         left_q, right_q = (exp.Subquery(this=f._select(), alias=exp.TableAlias(this=exp.to_identifier(f.alias_name)))
                            for f in (self, right))
-        side, join_kind = sides[kind]
-        args: dict[str, Any] = {"this": right_q, "side": side or None, "kind": join_kind if join_kind != "OUTER" else None}
-        if kind == "cross":
-            args["kind"] = "CROSS"
-        elif isinstance(on, Column):
+        args: dict[str, Any] = {"this": right_q, **_JOINS[kind]}
+        if isinstance(on, Column) and kind != "cross":
             args["on"] = _bare(on.expr)
-        elif on is not None:
+        elif on is not None and kind != "cross":
             names = [on] if isinstance(on, str) else list(on)
             args["using"] = [exp.to_identifier(n, quoted=True) for n in names]
-        else:
+        elif kind != "cross":
             raise InvalidArgument("join() needs `on` (column names or a condition) unless how='cross'")
         if "using" not in args:
             clash = {c.lower() for c in self.columns} & {c.lower() for c in right.columns}
@@ -296,6 +291,10 @@ class SqlFrame:
             raise UnsupportedOperation(f"{name}() is not supported on trainflow session frames: {_UNSUPPORTED[name]}")
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
+
+# how= -> sqlglot Join arguments (an outer join is its side alone: LEFT JOIN, FULL JOIN)
+_JOINS = {"inner": {"kind": "INNER"}, "left": {"side": "LEFT"}, "right": {"side": "RIGHT"},
+          "full": {"side": "FULL"}, "cross": {"kind": "CROSS"}}
 
 _UNSUPPORTED = {
     "pivot": "write the pivot in SQL and run it with session.sql(...) (DuckDB has PIVOT).",

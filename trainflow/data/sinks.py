@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from trainflow.data.sql import quote_identifier
 from trainflow.errors import DataError
 from trainflow.secrets import mask_text
 
@@ -38,29 +39,28 @@ class PartsFolder:
             return pafs.FileSystem.from_uri(self.location)
         return pafs.LocalFileSystem(), os.path.abspath(self.location.removeprefix("file://"))
 
-    @property
-    def local(self) -> bool:
-        return isinstance(self._fs()[0], pafs.LocalFileSystem)
-
     def part_name(self, run_id: str, shard: int) -> str:
         return f"part-{run_id}-{shard:05d}.parquet"
 
-    def parts(self, run_id: str) -> list[str]:
-        """Paths of the run's complete parts, in shard order."""
+    def _listed(self, run_id: str, parts: bool, temporary: bool) -> tuple[pafs.FileSystem, str, list[str]]:
+        """(filesystem, folder, the run's complete parts and/or attempts' temporary files)."""
         fs, root = self._fs()
         info = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-        name = re.compile(rf"^part-{re.escape(run_id)}-\d{{5}}\.parquet$")
-        return sorted(i.path for i in info if i.is_file and name.match(os.path.basename(i.path)))
+        run = re.escape(run_id)
+        kinds = ([rf"part-{run}-\d{{5}}\.parquet"] if parts else []) + \
+            ([rf"\.part-{run}-\d{{5}}\.\d+\.tmp"] if temporary else [])
+        name = re.compile(rf"^({'|'.join(kinds)})$")
+        return fs, root, sorted(i.path for i in info if i.is_file and name.match(os.path.basename(i.path)))
+
+    def parts(self, run_id: str) -> list[str]:
+        """Paths of the run's complete parts, in shard order."""
+        return self._listed(run_id, parts=True, temporary=False)[2]
 
     def clear(self, run_id: str, temporary_only: bool = False) -> int:
         """Delete the run's parts and temporary files (a rerun replaces its output); with
         `temporary_only`, what killed attempts left (after every task of the run is done)."""
-        fs, root = self._fs()
-        fs.create_dir(root, recursive=True)
-        info = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-        kinds = r"\d+\.tmp" if temporary_only else r"parquet|\d+\.tmp"
-        mine = re.compile(rf"^\.?part-{re.escape(run_id)}-\d{{5}}\.({kinds})$")
-        gone = [i.path for i in info if i.is_file and mine.match(os.path.basename(i.path))]
+        fs, root, gone = self._listed(run_id, parts=not temporary_only, temporary=True)
+        fs.create_dir(root, recursive=True)  # the scoring tasks write into it next
         for path in gone:
             fs.delete_file(path)
         return len(gone)
@@ -70,7 +70,8 @@ class PartsFolder:
         local disks (see module doc): the temporary file exists from the start of the attempt."""
         fs, root = self._fs()
         final = f"{root}/{self.part_name(run_id, shard)}"
-        path = f"{root}/.part-{run_id}-{shard:05d}.{os.getpid()}.tmp" if self.local else final
+        local = isinstance(fs, pafs.LocalFileSystem)
+        path = f"{root}/.part-{run_id}-{shard:05d}.{os.getpid()}.tmp" if local else final
         rows, writer = 0, None
         try:
             with fs.open_output_stream(path) as out:
@@ -109,10 +110,6 @@ def load_table(database: str, table: str, parts: list[str], run_id: str, run_col
     return _load_sqlite(path, table, parts, run_id, run_column)
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _load_duckdb(path: str, table: str, parts: list[str], run_id: str, run_column: str) -> int:
     import duckdb
 
@@ -127,15 +124,15 @@ def _load_duckdb(path: str, table: str, parts: list[str], run_id: str, run_colum
         con.execute("BEGIN TRANSACTION")
         try:
             if parts:
-                con.execute(f"CREATE TABLE IF NOT EXISTS {_quoted(table)} AS "
+                con.execute(f"CREATE TABLE IF NOT EXISTS {quote_identifier(table)} AS "
                             "SELECT * FROM read_parquet(?) WITH NO DATA", [parts])
             if parts or _duckdb_has(con, table):
-                con.execute(f"DELETE FROM {_quoted(table)} WHERE {_quoted(run_column)} = ?", [run_id])
+                con.execute(f"DELETE FROM {quote_identifier(table)} WHERE {quote_identifier(run_column)} = ?", [run_id])
             if not parts:
                 con.execute("COMMIT")
                 return 0
-            con.execute(f"INSERT INTO {_quoted(table)} BY NAME SELECT * FROM read_parquet(?)", [parts])
-            rows = con.execute(f"SELECT count(*) FROM {_quoted(table)} WHERE {_quoted(run_column)} = ?",
+            con.execute(f"INSERT INTO {quote_identifier(table)} BY NAME SELECT * FROM read_parquet(?)", [parts])
+            rows = con.execute(f"SELECT count(*) FROM {quote_identifier(table)} WHERE {quote_identifier(run_column)} = ?",
                                [run_id]).fetchone()[0]
             con.execute("COMMIT")
             return int(rows)
@@ -174,16 +171,16 @@ def _load_sqlite(path: str, table: str, parts: list[str], run_id: str, run_colum
         con.execute("BEGIN IMMEDIATE")  # the CREATE too: a failed load leaves no new empty table
         schema = pq.read_schema(parts[0]) if parts else None
         if schema is not None:
-            cols = ", ".join(f"{_quoted(f.name)} {_sqlite_type(f.type)}" for f in schema)
-            con.execute(f"CREATE TABLE IF NOT EXISTS {_quoted(table)} ({cols})")
+            cols = ", ".join(f"{quote_identifier(f.name)} {_sqlite_type(f.type)}" for f in schema)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {quote_identifier(table)} ({cols})")
         exists = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=? COLLATE NOCASE",
                              [table]).fetchone()
         if exists:
-            con.execute(f"DELETE FROM {_quoted(table)} WHERE {_quoted(run_column)} = ?", [run_id])
+            con.execute(f"DELETE FROM {quote_identifier(table)} WHERE {quote_identifier(run_column)} = ?", [run_id])
         for part in parts:
             pf = pq.ParquetFile(part)
             names = pf.schema_arrow.names
-            sql = (f"INSERT INTO {_quoted(table)} ({', '.join(_quoted(n) for n in names)}) "
+            sql = (f"INSERT INTO {quote_identifier(table)} ({', '.join(quote_identifier(n) for n in names)}) "
                    f"VALUES ({', '.join('?' for _ in names)})")
             for batch in pf.iter_batches(batch_size=50_000):
                 values = [_sqlite_values(batch.column(i)) for i in range(batch.num_columns)]

@@ -220,8 +220,8 @@ class ParquetSource(Source):
         return f"Parquet {mask_text(self.location)!r}"
 
     def origin(self) -> dict[str, Any]:
-        fs, _ = self._fs_and_files()
-        files = sorted({p.path for p in self._all_pieces()})
+        fs, files = self._fs_and_files()  # a shard names its files in its pieces; no footer is read
+        files = sorted({p.path for p in self.pieces}) if self.pieces is not None else files
         scheme = "" if isinstance(fs, pafs.LocalFileSystem) else self.location.split("://", 1)[0] + "://"
         return {"kind": "parquet", "location": mask_text(self.location),
                 "files": [{"uri": mask_text(scheme + i.path), "size": i.size,

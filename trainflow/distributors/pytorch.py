@@ -467,39 +467,29 @@ def _make_trainer(loop, *, train_loop_config, scaling_config, run_config, backen
                         run_config=run_config, torch_config=TorchConfig(backend=backend))
 
 
-def takes_config(fn: Any) -> bool:
-    """Whether `train_func` wants `config` (the hyper-parameters dict) rather than no argument."""
+def takes_config(fn: Any) -> bool | None:
+    """False: `train_func()`; True: `train_func(config)` (the hyper-parameters dict); None: neither fits."""
     try:
         signature = inspect.signature(fn)
     except ValueError:
         return False  # builtins without a signature
-    try:
-        signature.bind()
-        return False
-    except TypeError:
-        pass
-    try:
-        signature.bind({})
-        return True
-    except TypeError:
-        return False
+    for wants_config, args in ((False, ()), (True, ({},))):
+        try:
+            signature.bind(*args)
+            return wants_config
+        except TypeError:
+            continue
+    return None
 
 
 def _check_train_func(fn: Any) -> None:
     if not callable(fn):
         raise ConfigError(f"train_func must be a function taking no arguments, got {type(fn).__name__}.")
-    try:
-        signature = inspect.signature(fn)
-    except ValueError:
-        return
-    if not takes_config(fn):
-        try:
-            signature.bind()
-        except TypeError:
-            raise ConfigError(
-                f"train_func {getattr(fn, '__name__', fn)!r} must be callable with no arguments, or with one "
-                "(`config`: the hyper-parameters); read data with get_context() inside it."
-            ) from None
+    if takes_config(fn) is None:
+        raise ConfigError(
+            f"train_func {getattr(fn, '__name__', fn)!r} must be callable with no arguments, or with one "
+            "(`config`: the hyper-parameters); read data with get_context() inside it."
+        )
 
 
 def _check_dataset_map(dataset_map: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -1,13 +1,15 @@
 """A digest of a table's logical values that does not depend on how the rows were read.
 
-Each row is hashed from its values in a canonical form (numbers as float64 with -0.0 = 0.0, text as
-text whatever its Arrow encoding, times as UTC nanoseconds), and the row hashes are summed modulo
-2**64, plainly and after a bit mix (a second, independent sum). A sum does not care about row order, so shards, batches, block sampling
-or a re-sharded rerun give the same digest; duplicated rows still count twice. Workers compute
-`batch_digest` per batch and the driver only adds up the small `ContentDigest`s.
+Each row is hashed from its values in a canonical form (numbers as float64 with -0.0 = 0.0 and 64-bit
+integers kept exact, text whatever its Arrow encoding, times as UTC seconds + nanoseconds in any unit),
+and the row hashes are summed modulo 2**64, plainly and after a bit mix (a second, independent sum).
+A sum does not care about row order, so shards, batches, block sampling or a re-sharded rerun give the
+same digest; duplicated rows still count twice. Workers compute `batch_digest` per batch and the driver
+only adds up the small `ContentDigest`s.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -111,13 +113,12 @@ def _time_hashes(array: pa.Array, per_second: int) -> np.ndarray:
     return _with_nulls(array, out)
 
 
-_NULL = None
+@functools.cache
+def _null_hash() -> np.uint64:
+    return _hash(np.array([np.nan]))[0]  # a null hashes as a missing number does
 
 
 def _with_nulls(array: pa.Array, hashes: np.ndarray) -> np.ndarray:
-    global _NULL
     if array.null_count:
-        if _NULL is None:
-            _NULL = _hash(np.array([np.nan]))[0]  # a null hashes as a missing number does
-        hashes[np.asarray(pc.is_null(array))] = _NULL
+        hashes[np.asarray(pc.is_null(array))] = _null_hash()
     return hashes

@@ -95,7 +95,7 @@ class RunLineage:
         for d in self.data:
             out[f"trainflow.data.{d.context}.digest"] = d.digest
             out[f"trainflow.data.{d.context}.rows"] = str(d.rows)
-            out[f"trainflow.data.{d.context}.source"] = _source_line(d.source)[:5000]
+            out[f"trainflow.data.{d.context}.source"] = source_line(d.source)[:5000]
         if self.reproduces:
             out["trainflow.reproduces"] = self.reproduces
         return out
@@ -107,7 +107,7 @@ class RunLineage:
             where = self.flow_run.get("url") or self.flow_run["id"]
             dep = f", deployment `{self.flow_run['deployment']}`" if self.flow_run.get("deployment") else ""
             lines.append(f"- Prefect flow run: {where}{dep}")
-        lines += [f"- {d.context} data: {_source_line(d.source)} ({d.selection}), {d.rows} rows, digest {d.digest}"
+        lines += [f"- {d.context} data: {source_line(d.source)} ({d.selection}), {d.rows} rows, digest {d.digest}"
                   for d in self.data]
         if metrics:
             lines.append("- metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
@@ -133,7 +133,8 @@ class Reproduction:
         return cls(d["version"], tuple(DataRecord.from_dict(x) for x in d["data"]))
 
 
-def _source_line(source: Mapping[str, Any]) -> str:
+def source_line(source: Mapping[str, Any]) -> str:
+    """One line naming where a split's rows came from (for tags, descriptions and the CLI)."""
     kind = source.get("kind", "?")
     if kind == "parquet":
         return f"parquet {source.get('location')} ({len(source.get('files', []))} file(s))"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,9 +16,10 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag, Param
 from mlflow.exceptions import MlflowException
 
-from trainflow.errors import ConfigError, RegistryError
+from trainflow.errors import RegistryError
 from trainflow.lineage.record import (
     LINEAGE_FILE,
     SPEC_FILE,
@@ -28,7 +28,7 @@ from trainflow.lineage.record import (
     RunLineage,
     spec_hash,
 )
-from trainflow.secrets import mask_text
+from trainflow.secrets import flatten_masked, mask_text
 
 if TYPE_CHECKING:
     from trainflow.spec import JobSpec
@@ -111,20 +111,15 @@ def log_scoring_run(experiment: str, tracking_uri: str, model_uri: str, data: Da
 
 def _log_scoring_run(experiment: str, tracking_uri: str, model_uri: str, data: DataRecord,
                      params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-    from trainflow.secrets import flatten_masked
+    from trainflow.registry import experiment_id
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-    run = client.create_run(exp_id, run_name=f"{experiment}-scoring",
+    run = client.create_run(experiment_id(client, experiment), run_name=f"{experiment}-scoring",
                             tags={"trainflow.kind": "scoring", "trainflow.model_version": model_uri, **tags})
     try:
-        for key, value in flatten_masked(params).items():
-            client.log_param(run.info.run_id, key, value)
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten_masked(params).items()])
         dataset = MetaDataset(TrainflowDataSource(_compact(data.source)), name=f"{experiment}-input",
                               digest=data.digest)
-        from mlflow.entities import DatasetInput, InputTag
-
         labels = [InputTag("mlflow.data.context", data.context), *[InputTag(k, v) for k, v in _input_tags(data).items()]]
         client.log_inputs(run.info.run_id, [DatasetInput(dataset._to_mlflow_entity(), labels)])
     except BaseException:
@@ -141,8 +136,6 @@ def version_tags(lineage: RunLineage, spec_name: str, metrics: Mapping[str, floa
 
 
 # ------------------------------------------------------------------------------------- reading
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
-
 
 @dataclass(frozen=True)
 class VersionLineage:
@@ -173,18 +166,9 @@ def read_lineage(uri: str, tracking_uri: str, with_spec: bool = False) -> Versio
     """What the version behind `models:/name/N` or `models:/name@alias` records, read from its run's
     tags and inputs (no artifact download: `trainflow lineage` answers in a few seconds); the stored
     spec too `with_spec` (checked against its recorded hash). Errors name the fix."""
-    match = _URI.match(uri.strip())
-    if not match:
-        raise ConfigError(f"{uri!r} is not a model version URI: write models:/NAME/VERSION or models:/NAME@ALIAS "
-                          "(e.g. models:/credit-risk@champion).")
-    name = match["name"]
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        mv = (client.get_model_version(name, match["version"]) if match["version"]
-              else client.get_model_version_by_alias(name, match["alias"]))
-    except MlflowException as exc:
-        raise ConfigError(f"No model version {uri} in the registry at {tracking_uri}: {exc.message}. "
-                          "List versions in the MLflow UI or check MLFLOW_TRACKING_URI.") from None
+    from trainflow.registry import model_version
+
+    client, mv = model_version(uri, tracking_uri)
     run = client.get_run(mv.run_id)
     if "trainflow.spec_hash" not in run.data.tags:
         raise RegistryError(f"{uri} (run {mv.run_id}) has no lineage record: it was registered before trainflow "
@@ -200,13 +184,12 @@ def read_lineage(uri: str, tracking_uri: str, with_spec: bool = False) -> Versio
             raise RegistryError(f"The spec stored with {uri} does not match its recorded hash "
                                 f"{lineage.spec_hash[:12]}: the artifact was changed after registration.")
         try:  # the untruncated records (the run's inputs hold a display copy)
-            full = RunLineage.from_dict(json.loads(_artifact_text(client, mv.run_id, LINEAGE_FILE)), text)
+            lineage = RunLineage.from_dict(json.loads(_artifact_text(client, mv.run_id, LINEAGE_FILE)), text)
         except (OSError, MlflowException, ValueError, KeyError) as exc:
             raise RegistryError(f"The lineage record of {uri} (artifact {LINEAGE_FILE} of run {mv.run_id}) cannot be "
                                 f"read: {exc}") from None
-        lineage = full
     experiment = client.get_experiment(run.info.experiment_id)
-    return VersionLineage(name, str(mv.version), list(mv.aliases or []), mv.run_id,
+    return VersionLineage(mv.name, str(mv.version), list(mv.aliases or []), mv.run_id,
                           experiment.name if experiment else run.info.experiment_id, run.info.status,
                           lineage, dict(run.data.params), dict(run.data.metrics), mv.description or "")
 

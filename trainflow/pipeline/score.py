@@ -142,8 +142,16 @@ def parts_folder(spec: ScoreSpec, run_id: str) -> PartsFolder:
     """A Parquet sink's own folder, or a table sink's staging folder beside its database."""
     if spec.sink.kind == "parquet":
         return PartsFolder(resolve_env(spec.sink.parquet, "sink.parquet"))
-    database = normalise_database(resolve_env(spec.sink.database, "sink.database"))
-    return staging_folder(database.partition(":")[2], run_id)
+    return staging_folder(_sink_database(spec).partition(":")[2], run_id)
+
+
+def _sink_database(spec: ScoreSpec) -> str:
+    return normalise_database(resolve_env(spec.sink.database, "sink.database"))
+
+
+def _parts_written(part_rows: list[int]) -> int:
+    """Parts the tasks wrote: a task whose shard had no rows writes none."""
+    return sum(1 for rows in part_rows if rows)
 
 
 def score(spec: ScoreSpec, model: ScoringModel, data: ScoringInput, run_id: str) -> list[int]:
@@ -168,15 +176,14 @@ def publish(spec: ScoreSpec, run_id: str, part_rows: list[int]) -> int:
     are every row the workers wrote (a part they wrote where this process cannot see it is an error)."""
     folder = parts_folder(spec, run_id)
     parts = folder.parts(run_id)
-    written = len([r for r in part_rows if r])
+    written = _parts_written(part_rows)
     if len(parts) != written:
         raise DataError(f"The scoring tasks wrote {written} part(s) for run {run_id} but {len(parts)} are in "
                         f"{mask_text(folder.location)}: the workers' disk is not this machine's. Use a shared "
                         "folder or URI (a Parquet sink on s3://, or the database on shared storage).")
     if spec.sink.kind == "parquet":
         return sum(part_rows)
-    database = normalise_database(resolve_env(spec.sink.database, "sink.database"))
-    rows = load_table(database, spec.sink.table, parts, run_id, RUN_ID_COLUMN)
+    rows = load_table(_sink_database(spec), spec.sink.table, parts, run_id, RUN_ID_COLUMN)
     if rows != sum(part_rows):
         raise DataError(f"Table {spec.sink.table!r} holds {rows} rows of run {run_id} after the load, but the "
                         f"parts have {sum(part_rows)}. Nothing else should write this run id; rerun the job.")
@@ -190,9 +197,10 @@ def sink_text(spec: ScoreSpec) -> str:
     return f"table {spec.sink.table} in {mask_text(spec.sink.database)}"
 
 
-def record(spec: ScoreSpec, model: ScoringModel, data: ScoringInput, run_id: str, rows: int, parts: int,
+def record(spec: ScoreSpec, model: ScoringModel, data: ScoringInput, run_id: str, rows: int, part_rows: list[int],
            flow_run: dict[str, str] | None = None) -> ScoreResult:
     """Log the scoring run's lineage to MLflow (experiment = the spec's name)."""
+    parts = _parts_written(part_rows)
     from trainflow.lineage.store import log_scoring_run
     from trainflow.registry import tracking_uri
 
@@ -211,4 +219,4 @@ def run_scoring(spec: ScoreSpec, run_id: str | None = None) -> ScoreResult:
     data = check(spec, model)
     part_rows = score(spec, model, data, run_id)
     rows = publish(spec, run_id, part_rows)
-    return record(spec, model, data, run_id, rows, len([r for r in part_rows if r]))
+    return record(spec, model, data, run_id, rows, part_rows)
