@@ -29,8 +29,9 @@ def spec_paths(paths: list[str] | None = None) -> list[Path]:
 
 
 def spec_parameter(spec: JobSpec | ScoreSpec) -> dict[str, Any]:
-    """The spec as the deployment's default parameter (JSON, with the YAML key names)."""
-    return spec.model_dump(mode="json", by_alias=True, exclude={"schedule"}, exclude_none=True)
+    """The spec as the deployment's default parameter: what its file says (JSON, with the YAML key
+    names), without the defaults, so a run picks up the defaults of the trainflow it runs on."""
+    return spec.model_dump(mode="json", by_alias=True, exclude={"schedule"}, exclude_unset=True)
 
 
 def schedules_of(spec: JobSpec | ScoreSpec) -> list:

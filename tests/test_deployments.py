@@ -213,3 +213,17 @@ def test_committed_prefect_yaml_matches_the_specs():
         assert (ROOT / "deployments" / "prefect.yaml").read_text() == prefect_yaml()
     finally:
         os.chdir(old)
+
+
+def test_a_deployment_carries_what_its_spec_file_says_not_the_defaults():
+    """A deployment made today keeps no copy of today's defaults (objective, database, metrics, promotion
+    mode, scaling): a run picks up the defaults of the trainflow it runs on, as a `trainflow run` of the file."""
+    from flows.deployments import spec_parameter
+    from trainflow.spec import parse_spec
+
+    written = {"name": "job", "data": {"train": {"table": "T"}}, "features": ["a", "b"], "label": "y",
+               "register": {"model_name": "m"}, "trainer": {"framework": "lightgbm", "n_estimators": 20}}
+    spec = parse_spec(written)
+    assert spec_parameter(spec) == written
+    assert (spec.trainer.resolved_objective, spec.data.train.resolved_database) == ("regression", "data/warehouse.duckdb")
+    assert parse_spec(spec_parameter(spec)) == spec  # and the run reads it back as the same job

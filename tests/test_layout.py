@@ -178,7 +178,7 @@ def test_a_new_framework_is_one_plugin_and_its_registration(tmp_path, monkeypatc
         assert frameworks.get("mean") is plugin and "mean" in frameworks.names()
         spec = parse_spec({"name": "job", "data": {"train": {"parquet": "t.parquet"}}, "features": ["a", "b"],
                            "label": "y", "register": {"model_name": "m"}, "trainer": {"framework": "mean"}})
-        assert (spec.trainer.objective, spec.task) == ("regression", "regression")  # the plug-in's default
+        assert (spec.trainer.resolved_objective, spec.task) == ("regression", "regression")  # the plug-in's default
         schema = JobSpec.model_json_schema()["$defs"]["TrainerSpec"]["properties"]["framework"]
         assert "mean" in schema["enum"]  # a choice in the Prefect UI's form
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
@@ -228,7 +228,7 @@ def test_a_plugin_package_is_found_by_its_entry_point(tmp_path):
         "from trainflow.spec import parse_spec\n"
         "spec = parse_spec({'name': 'job', 'data': {'train': {'parquet': 't.parquet'}}, 'features': ['a'],"
         " 'label': 'y', 'register': {'model_name': 'm'}, 'trainer': {'framework': 'constant'}})\n"
-        "print(frameworks.names(), spec.trainer.objective, spec.task, type(frameworks.get('constant')).__name__)\n"
+        "print(frameworks.names(), spec.trainer.resolved_objective, spec.task, type(frameworks.get('constant')).__name__)\n"
     )
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,

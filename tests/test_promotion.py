@@ -146,7 +146,7 @@ def test_min_delta_blocks_an_improvement_smaller_than_it(files, fitted):
 
 def test_min_delta_and_the_unscorable_choice_are_spec_fields(files):
     spec = job(files, "fields")
-    assert (spec.register.promote_on.min_delta, spec.register.promote_on.if_champion_unscorable) == (0.0, "keep")
+    assert (spec.resolved_promotion.min_delta, spec.resolved_promotion.if_champion_unscorable) == (0.0, "keep")
     for bad, key in (({"min_delta": -0.1}, "min_delta"), ({"min_delta": float("inf")}, "min_delta"),
                      ({"if_champion_unscorable": "maybe"}, "if_champion_unscorable")):
         with pytest.raises(SpecError, match=f"register.promote_on.{key}"):

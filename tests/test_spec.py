@@ -79,8 +79,8 @@ def test_architecture_example_parses(example_file: Path) -> None:
     assert spec.features == ["age", "income", "credit_score"]
     assert spec.trainer.params == {"max_depth": 6, "learning_rate": 0.1}
     assert spec.trainer.scaling.use_gpu is None
-    assert spec.evaluate.metrics == ["rmse", "mae", "r2"]
-    assert spec.register.promote_on.metric == "rmse" and spec.register.promote_on.mode == "min"
+    assert spec.resolved_metrics == ["rmse", "mae", "r2"]
+    assert spec.resolved_promotion.metric == "rmse" and spec.resolved_promotion.mode == "min"
     assert spec.schedule.cron == "0 2 * * *" and spec.schedule.timezone == "UTC"
     assert spec.task == "regression"
 
@@ -91,20 +91,24 @@ def test_defaults_fill_in() -> None:
     assert spec.data.train.database is None  # parquet needs no database
     assert spec.schema_ is None and spec.schedule is None
     trainer = spec.trainer
-    assert (trainer.framework, trainer.n_estimators, trainer.objective) == ("xgboost", 100, "reg:squarederror")
+    assert (trainer.framework, trainer.n_estimators, trainer.objective) == ("xgboost", 100, None)
+    assert trainer.resolved_objective == "reg:squarederror"
     assert trainer.params == {} and trainer.hyper_params == {} and trainer.train_func is None
     assert trainer.verbose_eval == 10
     scaling = trainer.scaling
     assert (scaling.num_workers, scaling.num_cpu_per_worker, scaling.use_gpu) == (-1, -1, None)
     assert (scaling.num_nodes, scaling.num_workers_per_node, scaling.num_cpus, scaling.num_gpus) == (1, 1, 1, 0)
-    assert spec.evaluate.metrics == ["rmse", "mae", "r2"]
-    assert (spec.register.promote_on.metric, spec.register.promote_on.mode) == ("rmse", "min")
+    assert spec.resolved_metrics == ["rmse", "mae", "r2"]
+    promotion = spec.resolved_promotion
+    assert (promotion.metric, promotion.mode) == ("rmse", "min")
+    # the fields keep what the user wrote (None): derived values are not written back
+    assert spec.evaluate.metrics is None and spec.register.promote_on is None
 
 
 def test_table_source_gets_default_database() -> None:
     spec = parse_spec(minimal(data={"train": {"table": "T"}, "eval": {"sql": "SELECT 1"}}))
-    assert spec.data.train.database == "data/warehouse.duckdb"
-    assert spec.data.eval.database == "data/warehouse.duckdb" and spec.data.eval.kind == "sql"
+    assert spec.data.train.resolved_database == "data/warehouse.duckdb" and spec.data.train.database is None
+    assert spec.data.eval.resolved_database == "data/warehouse.duckdb" and spec.data.eval.kind == "sql"
 
 
 @pytest.mark.parametrize(
@@ -120,19 +124,19 @@ def test_table_source_gets_default_database() -> None:
 def test_task_and_default_metrics_follow_objective(trainer, task, metrics, promote) -> None:
     spec = parse_spec(minimal(trainer=trainer))
     assert spec.task == task
-    assert spec.evaluate.metrics == metrics
-    assert (spec.register.promote_on.metric, spec.register.promote_on.mode) == promote
+    assert spec.resolved_metrics == metrics
+    assert (spec.resolved_promotion.metric, spec.resolved_promotion.mode) == promote
 
 
 def test_lightgbm_default_objective() -> None:
-    assert parse_spec(minimal(trainer={"framework": "lightgbm"})).trainer.objective == "regression"
+    assert parse_spec(minimal(trainer={"framework": "lightgbm"})).trainer.resolved_objective == "regression"
 
 
 def test_promote_mode_inferred_from_metric() -> None:
     spec = parse_spec(minimal(
         evaluate={"metrics": ["rmse", "r2"]}, register={"model_name": "m", "promote_on": {"metric": "r2"}}
     ))
-    assert spec.register.promote_on.mode == "max"
+    assert spec.resolved_promotion.mode == "max" and spec.register.promote_on.mode is None
 
 
 def test_pytorch_spec() -> None:

@@ -319,7 +319,8 @@ def test_a_spec_tune_block_is_checked_when_read():
         bad["tune"]["search_space"]["n_estimators"] = [10, 20]
         parse_spec(bad)
     spec = parse_spec(tune_spec("a.parquet", "b.parquet"))
-    assert (spec.tune.metric, spec.tune.mode) == ("rmse", "min")  # the promotion metric by default
+    assert (spec.resolved_tune.metric, spec.resolved_tune.mode) == ("rmse", "min")  # the promotion metric by default
+    assert (spec.tune.metric, spec.tune.mode) == (None, None)  # what the spec says
 
 
 @pytest.mark.slow  # two Ray Train fits (PyTorch still starts a worker group per fit): ~30 s

@@ -69,7 +69,7 @@ class BoostingFramework(Framework):
         for key, value in (extra or {}).items():
             params.setdefault(key, value)
         return self.estimator_cls()(
-            n_estimators=int(overrides.get("n_estimators", t.n_estimators)), objective=t.objective, params=params,
+            n_estimators=int(overrides.get("n_estimators", t.n_estimators)), objective=t.resolved_objective, params=params,
             scaling_config=placement,  # the plan step's decision, used as it is
             checkpoint_every=t.checkpoint_every, max_restarts=t.max_restarts,
         )

@@ -40,7 +40,7 @@ def candidate_model(spec: JobSpec, outcome: FitOutcome) -> ModelToScore:
 
 
 def evaluate(spec: JobSpec, outcome: FitOutcome, data: LoadedData) -> Evaluation:
-    names = list(spec.evaluate.metrics)
+    names = spec.resolved_metrics
     found = find_champion(spec.register.model_name, spec.task)
     models = [candidate_model(spec, outcome)]
     if found is not None and found.model is not None:

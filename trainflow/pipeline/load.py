@@ -47,7 +47,7 @@ def open_source(source: SourceSpec, where: str = "data.train") -> DataConnector:
     """A connector for one spec source; `${env:NAME}` in its location is resolved here."""
     if source.kind == "parquet":
         return DataConnector.from_parquet(resolve_env(source.parquet, f"{where}.parquet"))
-    database = resolve_env(source.database, f"{where}.database")
+    database = resolve_env(source.resolved_database, f"{where}.database")
     if source.kind == "table":
         return DataConnector.from_dataframe(connect(database).table(source.table))
     return DataConnector.from_sql(source.sql, database=database)

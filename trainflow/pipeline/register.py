@@ -21,7 +21,7 @@ from trainflow.spec import JobSpec
 def promotion(spec: JobSpec, metrics: Mapping[str, float]) -> dict[str, Any]:
     """register_model's promotion arguments: the spec's rule, the champion evaluate scored on the same
     data (when `metrics` is evaluate's Evaluation), and the run tags a later run needs to score this one."""
-    p = spec.register.promote_on
+    p = spec.resolved_promotion
     return {"rule": PromotionRule(p.metric, p.mode, p.min_delta, p.if_champion_unscorable),
             "champion": getattr(metrics, "champion", None), "metrics": dict(metrics)}
 
@@ -48,7 +48,7 @@ def register(spec: JobSpec, outcome: FitOutcome, metrics: Mapping[str, float], d
     features = list(spec.features)
     example = data.train.to_pandas(limit=5)[features]
     t = spec.trainer
-    params = {"framework": fw.name, "objective": t.objective, **fw.run_params(spec, outcome),
+    params = {"framework": fw.name, "objective": t.resolved_objective, **fw.run_params(spec, outcome),
               "train_rows": data.train_rows, "eval_rows": data.eval_rows, "eval_source": data.eval_source}
     tags = {"trainflow.spec": spec.name, "trainflow.fit_seconds": f"{outcome.seconds:.2f}",
             "trainflow.task": spec.task, "trainflow.label": spec.label, **fw.run_tags(outcome), **(run_tags or {})}

@@ -146,7 +146,7 @@ def parts_folder(spec: ScoreSpec, run_id: str) -> PartsFolder:
 
 
 def _sink_database(spec: ScoreSpec) -> str:
-    return normalise_database(resolve_env(spec.sink.database, "sink.database"))
+    return normalise_database(resolve_env(spec.sink.resolved_database, "sink.database"))
 
 
 def _parts_written(part_rows: list[int]) -> int:
@@ -194,7 +194,7 @@ def publish(spec: ScoreSpec, run_id: str, part_rows: list[int]) -> int:
 def sink_text(spec: ScoreSpec) -> str:
     if spec.sink.kind == "parquet":
         return f"parquet {mask_text(spec.sink.parquet)}"
-    return f"table {spec.sink.table} in {mask_text(spec.sink.database)}"
+    return f"table {spec.sink.table} in {mask_text(spec.sink.resolved_database)}"
 
 
 def record(spec: ScoreSpec, model: ScoringModel, data: ScoringInput, run_id: str, rows: int, part_rows: list[int],

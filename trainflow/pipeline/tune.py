@@ -43,7 +43,7 @@ class TuneOutcome:
 
 def tune(spec: JobSpec, data: LoadedData, plan: FitPlan,
          progress: Callable[[str], None] | None = None) -> TuneOutcome:
-    t = spec.tune
+    t = spec.resolved_tune
     say = progress or (lambda line: None)
     framework = frameworks.get(spec.trainer.framework)
     space = parse_space(t.space())
@@ -83,7 +83,7 @@ def _search(spec: JobSpec, data: LoadedData, plan: FitPlan, framework: Any, sear
 
 
 def _trials(run: _Search, searcher: Any, spec: JobSpec) -> None:
-    t = spec.tune
+    t = spec.resolved_tune
     if t.halving is None:
         scores: dict[int, float] = {}
         while (suggestion := searcher.suggest()) is not None:
@@ -113,7 +113,7 @@ class _Search:
 
     def trial(self, key: int, params: dict[str, Any], rounds: int | None) -> float | None:
         """Train trial `key` to `rounds` (None: its full n_estimators), continuing its earlier fit."""
-        t = self.spec.tune
+        t = self.spec.resolved_tune
         trial_id = f"trial-{key:03d}"
         overrides = dict(params) if rounds is None else {**params, "n_estimators": rounds}
         before = self.outcomes.get(key)
@@ -151,7 +151,7 @@ class _Search:
             del self.outcomes[key]
 
     def halving(self, searcher: Any, plan: list[Rung]) -> None:
-        t = self.spec.tune
+        t = self.spec.resolved_tune
         scores: dict[int, float] = {}
         params_of: dict[int, dict[str, Any]] = {}
         first = plan[0]

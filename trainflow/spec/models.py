@@ -83,6 +83,10 @@ DEFAULT_METRICS: dict[str, list[str]] = {
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "logloss", "mlogloss"})
 
 
+def _natural_mode(metric: str) -> Literal["min", "max"]:
+    return "min" if metric in LOWER_IS_BETTER else "max"
+
+
 # ------------------------------------------------------------------------------------------ data
 class SourceSpec(_Model):
     """Where rows come from: exactly one of a DuckDB/SQL table, a SQL query or Parquet files."""
@@ -106,9 +110,12 @@ class SourceSpec(_Model):
             raise _problems(("", f"give exactly one of table, sql or parquet (got {got})"))
         if self.parquet is not None and self.database is not None:
             raise _problems(("database", "applies only to table or sql sources, not parquet"))
-        if self.parquet is None and self.database is None:
-            self.database = DEFAULT_DATABASE
         return self
+
+    @property
+    def resolved_database(self) -> str | None:
+        """The database a table or query is read from (`database`, or the default); None for parquet."""
+        return None if self.parquet is not None else self.database or DEFAULT_DATABASE
 
     @property
     def kind(self) -> Literal["table", "sql", "parquet"]:
@@ -294,14 +301,17 @@ class TrainerSpec(_Model):
                 found.append((f"scaling.{key}", f"not used by {self.framework} (accepted: {right})"))
         if found:
             raise _problems(*found)
-        if self.objective is None:
-            self.objective = plugin.default_objective
         return self
+
+    @property
+    def resolved_objective(self) -> str:
+        """The objective trained: `objective`, or the framework's default."""
+        return self.objective or frameworks.get(self.framework).default_objective
 
     @property
     def task(self) -> Task:
         """regression | binary | multiclass, derived from the objective."""
-        return frameworks.get(self.framework).task(self.objective)
+        return frameworks.get(self.framework).task(self.resolved_objective)
 
 
 # ------------------------------------------------------------------------ evaluate and register
@@ -493,56 +503,46 @@ class JobSpec(_Model):
             found.append(("label", f"{self.label!r} is also listed in features; remove it there"))
         task = self.task
         fitting = TASK_METRICS[task]
-        metrics = self.evaluate.metrics
-        if metrics is None:
-            metrics = self.evaluate.metrics = list(DEFAULT_METRICS[task])
+        metrics = self.resolved_metrics
         bad = [m for m in metrics if m not in fitting]
         if bad:
             found.append((
                 "evaluate.metrics",
-                f"{_join(bad)} {'does' if len(bad) == 1 else 'do'} not fit the {task} objective {self.trainer.objective} "
-                f"(accepted: {_join(fitting)})",
+                f"{_join(bad)} {'does' if len(bad) == 1 else 'do'} not fit the {task} objective "
+                f"{self.trainer.resolved_objective} (accepted: {_join(fitting)})",
             ))
         dups = sorted({m for m in metrics if metrics.count(m) > 1})
         if dups:
             found.append(("evaluate.metrics", f"duplicate metrics: {_join(dups)}"))
-        promote = self.register.promote_on
-        if promote is None:
-            promote = self.register.promote_on = PromoteOn(metric=metrics[0])
+        promote = self.resolved_promotion
         if promote.metric not in metrics:
             found.append((
                 "register.promote_on.metric",
                 f"{promote.metric!r} is not in evaluate.metrics (accepted: {_join(metrics)})",
             ))
-        natural = "min" if promote.metric in LOWER_IS_BETTER else "max"
-        if promote.mode is None:
-            promote.mode = natural
-        elif promote.mode != natural:
+        natural = _natural_mode(promote.metric)
+        if promote.mode != natural:
             found.append((
                 "register.promote_on.mode",
                 f"{promote.mode!r} would promote worse models: {promote.metric} is better when "
                 f"{'lower' if natural == 'min' else 'higher'} (accepted: {natural})",
             ))
-        found += self._tune_problems(metrics)
+        found += self._tune_problems()
         if found:
             raise _problems(*found)
         return self
 
-    def _tune_problems(self, metrics: list[str]) -> list[tuple[str, str]]:
-        tune = self.tune
+    def _tune_problems(self) -> list[tuple[str, str]]:
+        tune = self.resolved_tune
         if tune is None:
             return []
         found = []
-        if tune.metric is None:
-            tune.metric = self.register.promote_on.metric
-        natural = "min" if tune.metric in LOWER_IS_BETTER else "max"
-        if tune.mode is None:
-            tune.mode = natural
-        elif tune.mode != natural:
+        natural = _natural_mode(tune.metric)
+        if tune.mode != natural:
             found.append(("tune.mode", f"{tune.mode!r} would pick worse models: {tune.metric} is better when "
                                        f"{'lower' if natural == 'min' else 'higher'} (accepted: {natural})"))
         framework = frameworks.get(self.trainer.framework)
-        scorable = framework.trial_metrics(self.trainer.objective)
+        scorable = framework.trial_metrics(self.trainer.resolved_objective)
         if not scorable:
             found.append(("tune", f"the {framework.name} trainer has no in-flow search; tune its train_func "
                                   "with trainflow.tune.Tuner instead"))
@@ -556,6 +556,29 @@ class JobSpec(_Model):
             found.append(("tune.halving.min_rounds", f"{tune.halving.min_rounds} leaves nothing to halve: "
                                                      f"use fewer than trainer.n_estimators ({self.trainer.n_estimators})"))
         return found
+
+    # What the job uses where the spec leaves a choice to its defaults. The fields keep what the user
+    # wrote (a generated deployment carries exactly that); these derive the rest each time.
+    @property
+    def resolved_metrics(self) -> list[str]:
+        """evaluate.metrics, or the task's default metrics."""
+        given = self.evaluate.metrics
+        return list(given) if given is not None else list(DEFAULT_METRICS[self.task])
+
+    @property
+    def resolved_promotion(self) -> PromoteOn:
+        """register.promote_on with its defaults: the first metric, in the metric's natural mode."""
+        given = self.register.promote_on or PromoteOn(metric=self.resolved_metrics[0])
+        return given.model_copy(update={"mode": given.mode or _natural_mode(given.metric)})
+
+    @property
+    def resolved_tune(self) -> TuneSpec | None:
+        """`tune` with its defaults: the promotion metric, in its natural mode; None without `tune`."""
+        tune = self.tune
+        if tune is None:
+            return None
+        metric = tune.metric or self.resolved_promotion.metric
+        return tune.model_copy(update={"metric": metric, "mode": tune.mode or _natural_mode(metric)})
 
     @property
     def task(self) -> Task:

@@ -28,9 +28,12 @@ class SinkSpec(_Model):
             raise _problems(("", f"give exactly one of parquet or table (got {got})"))
         if self.parquet is not None and self.database is not None:
             raise _problems(("database", "applies only to a table sink, not parquet"))
-        if self.table is not None and self.database is None:
-            self.database = DEFAULT_DATABASE
         return self
+
+    @property
+    def resolved_database(self) -> str | None:
+        """The database of a table sink (`database`, or the default); None for parquet."""
+        return None if self.parquet is not None else self.database or DEFAULT_DATABASE
 
     @property
     def kind(self) -> Literal["parquet", "table"]:
