@@ -34,6 +34,7 @@ class Case:
     kept_of: Callable[[int], int]              # trees in the returned booster after that stop
     booster_type: type                         # what fit returns
     predict_rtol: float                        # estimator.predict vs the booster's own predict
+    kill_at: Callable[..., Any]                # (round, marker, once=True) -> a callback that SIGKILLs rank 0
 
     def __str__(self) -> str:
         return self.name
@@ -70,6 +71,45 @@ def lightgbm_frame(rows: int, seed: int) -> pd.DataFrame:
     return df
 
 
+def xgb_kill_at(at: int, marker: str, once: bool = True):
+    """A callback that SIGKILLs its worker (rank 0: user callbacks run there) after round `at`, the first
+    time only with `once`. Built inside a function, so Ray ships it by value (tests/ is not importable
+    on workers)."""
+    import os
+    import signal
+
+    import xgboost as xgb
+
+    class Killer(xgb.callback.TrainingCallback):
+        trainflow_resumable = True  # keeps no state and counts rounds from the model: fits still resume
+
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            # num_boosted_rounds, not epoch: xgboost restarts `epoch` at 0 when it continues a checkpoint
+            if model.num_boosted_rounds() == at and not (once and os.path.exists(marker)):
+                with open(marker, "a") as fh:
+                    fh.write(f"{os.getpid()}\n")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return False
+
+    return Killer()
+
+
+def lgb_kill_at(at: int, marker: str, once: bool = True):
+    """LightGBM's form of xgb_kill_at (its callbacks see the absolute iteration, also after a resume)."""
+    import os
+    import signal
+
+    def kill(env) -> None:
+        if env.iteration + 1 == at and not (once and os.path.exists(marker)):
+            with open(marker, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    kill.order = 50
+    kill.trainflow_resumable = True
+    return kill
+
+
 def _xgb_case() -> Case:
     import xgboost as xgb
 
@@ -87,7 +127,7 @@ def _xgb_case() -> Case:
         early_stopping_params={"max_depth": 6, "learning_rate": 0.5},
         best_of=lambda rounds: rounds - 6,  # 0-based: the best round, then 5 without gain
         kept_of=lambda rounds: rounds,  # xgboost keeps every tree (best_iteration says which to use)
-        booster_type=xgb.Booster, predict_rtol=1e-5,
+        booster_type=xgb.Booster, predict_rtol=1e-5, kill_at=xgb_kill_at,
     )
 
 
@@ -108,7 +148,7 @@ def _lgb_case() -> Case:
         early_stopping_params={"num_leaves": 63, "learning_rate": 0.5, "min_data_in_leaf": 2},
         best_of=lambda rounds: rounds - 5,  # 1-based
         kept_of=lambda rounds: rounds - 5,  # the model at the best round
-        booster_type=lgb.Booster, predict_rtol=1e-6,
+        booster_type=lgb.Booster, predict_rtol=1e-6, kill_at=lgb_kill_at,
     )
 
 

@@ -1,6 +1,7 @@
 """What every boosting estimator promises, run for each one (tests/boosting_cases.py holds what differs).
 Framework facts (LightGBM's global metrics and categoricals, XGBoost's GPU plan, ...) stay in
-test_xgboost.py / test_lightgbm.py; resume after SIGKILL and bounded restarts in test_reliability.py."""
+test_xgboost.py / test_lightgbm.py; what only one framework's restarts do (a stateful xgboost callback,
+LightGBM's early stopping) in test_reliability.py."""
 from __future__ import annotations
 
 import time
@@ -13,7 +14,7 @@ from tests.boosting_cases import CASES, ROUNDS, Case
 from tests.conftest import early_stopping_frame, fit_within
 from trainflow.data import DataConnector, connect
 from trainflow.distributors import scoring
-from trainflow.errors import ConfigError, NotFittedError
+from trainflow.errors import ConfigError, NotFittedError, TrainingError
 
 
 def _rmse(a, b) -> float:
@@ -109,3 +110,31 @@ def test_a_user_early_stopping_callback_stops_every_worker_at_the_same_round(cas
     assert len(two.get_eval_results()["eval"][metric]) == rounds
     assert two.best_iteration_ == one.best_iteration_ == case.best_of(rounds)
     assert case.rounds(two_booster) == case.rounds(one_booster) == case.kept_of(rounds)
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_fit(fitted, tmp_path):
+    """Rank 0 SIGKILLed at round 28 (the group resumes from round 20), then at round 35 of the resumed
+    run (resumes from 30): every round once, and the model and eval history of the uninterrupted fit."""
+    case = fitted.case
+    first, second = tmp_path / "killed-28", tmp_path / "killed-35"
+    est = case.estimator(n_estimators=ROUNDS, params=case.params, scaling_config=case.scaling(num_workers=2),
+                         callbacks=[case.kill_at(28, str(first)), case.kill_at(35, str(second))], checkpoint_every=10)
+    booster = fit_within(300, est.fit, DataConnector.from_dataframe(fitted.train), case.features, "y",
+                         eval_set=DataConnector.from_dataframe(fitted.holdout))
+    assert len(first.read_text().split()) == 1 and len(second.read_text().split()) == 1  # killed twice
+    assert case.rounds(booster) == ROUNDS
+    history, whole = est.get_eval_results(), fitted.estimator.get_eval_results()
+    (metric,) = set(history["eval"])
+    assert len(history["train"][metric]) == ROUNDS and len(history["eval"][metric]) == ROUNDS
+    np.testing.assert_allclose(history["eval"][metric], whole["eval"][metric], rtol=1e-4)
+    np.testing.assert_allclose(case.native_predict(booster, fitted.holdout, case.features),
+                               case.native_predict(fitted.booster, fitted.holdout, case.features), rtol=1e-4, atol=1e-4)
+
+
+def test_restarts_are_bounded_then_a_clear_error(case, ray_cluster, tmp_path):
+    marker = tmp_path / "killed"
+    est = case.estimator(n_estimators=30, params=case.params, scaling_config=case.scaling(num_workers=2),
+                         checkpoint_every=10, callbacks=[case.kill_at(15, str(marker), once=False)], max_restarts=1)
+    with pytest.raises(TrainingError, match=r"worker rank 0.*gave up after 1 restart"):
+        fit_within(300, est.fit, case.holdout(), case.features, "y")
+    assert len(marker.read_text().split()) == 2  # the first attempt and one restart

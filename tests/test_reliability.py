@@ -1,4 +1,7 @@
-"""Worker loss: a training worker killed with SIGKILL mid-fit resumes from the latest checkpoint."""
+"""Worker loss: a training worker killed with SIGKILL mid-fit resumes from the latest checkpoint.
+
+Resume and bounded restarts of the boosting estimators are part of their contract suite
+(tests/test_estimator_contract.py); here: what is particular to one framework, and PyTorch."""
 from __future__ import annotations
 
 import os
@@ -9,69 +12,18 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
+from tests.boosting_cases import lgb_kill_at, xgb_kill_at
 from tests.conftest import regression_frame
 from trainflow.distributors.lightgbm import LightGBMEstimator, LightGBMScalingConfig
-from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
+from trainflow.distributors.xgboost import XGBEstimator
 from trainflow.errors import ConfigError, TrainingError
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 
 
-def KillAt(at: int, marker: str, once: bool = True) -> xgb.callback.TrainingCallback:
-    """A callback that SIGKILLs its own worker process after round `at` (with `once`, the first time only).
-
-    Defined inside a function so Ray ships it by value (test modules are not importable on workers).
-    """
-
-    class Killer(xgb.callback.TrainingCallback):
-        trainflow_resumable = True  # keeps no state and counts rounds from the model: fits still resume
-
-        def after_iteration(self, model, epoch, evals_log) -> bool:
-            # num_boosted_rounds, not epoch: xgboost restarts `epoch` at 0 when it continues a checkpoint
-            if model.num_boosted_rounds() == at and not (once and os.path.exists(marker)):
-                with open(marker, "a") as fh:
-                    fh.write(f"{os.getpid()}\n")
-                os.kill(os.getpid(), signal.SIGKILL)
-            return False
-
-    return Killer()
-
-
-def LgbKillAt(at: int, marker: str):
-    """LightGBM's form of KillAt: a callback that SIGKILLs its worker after round `at`, the first time."""
-
-    def kill(env) -> None:
-        if env.iteration + 1 == at and not os.path.exists(marker):
-            with open(marker, "a") as fh:
-                fh.write(f"{os.getpid()}\n")
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    kill.order = 50
-    kill.trainflow_resumable = True
-    return kill
-
-
 @pytest.fixture(scope="module")
 def data():
     return regression_frame(3000, seed=11), regression_frame(600, seed=12)
-
-
-def test_killed_worker_resumes_from_checkpoint_and_finishes_every_round(ray_cluster, data, tmp_path):
-    """Killed at round 28 (resumes from 20), then at round 35 of the resumed run (resumes from 30)."""
-    train, holdout = data
-    first, second = tmp_path / "killed-28", tmp_path / "killed-35"
-    est = XGBEstimator(n_estimators=40, params={"max_depth": 4}, scaling_config=XGBScalingConfig(num_workers=2),
-                       callbacks=[KillAt(28, str(first)), KillAt(35, str(second))], checkpoint_every=10)
-    booster = est.fit(train, FEATURES, "y", eval_set=holdout)
-    assert len(first.read_text().split()) == 1 and len(second.read_text().split()) == 1  # killed twice
-    assert booster.num_boosted_rounds() == 40
-    history = est.get_eval_results()
-    assert len(history["train"]["rmse"]) == 40 and len(history["eval"]["rmse"]) == 40
-    whole = XGBEstimator(n_estimators=40, params={"max_depth": 4}, scaling_config=XGBScalingConfig(num_workers=2),
-                         checkpoint_every=None).fit(train, FEATURES, "y")
-    resumed_pred = booster.inplace_predict(holdout[FEATURES].to_numpy(np.float32))
-    whole_pred = whole.inplace_predict(holdout[FEATURES].to_numpy(np.float32))
-    np.testing.assert_allclose(resumed_pred, whole_pred, rtol=1e-4, atol=1e-4)
 
 
 def test_a_stateful_user_callback_makes_a_lost_fit_restart_from_round_0(ray_cluster, data, tmp_path):
@@ -88,7 +40,7 @@ def test_a_stateful_user_callback_makes_a_lost_fit_restart_from_round_0(ray_clus
 
     train, _ = data
     marker = tmp_path / "killed"
-    est = XGBEstimator(n_estimators=40, params={"max_depth": 4}, callbacks=[KillAt(12, str(marker)), StopAfter(15)],
+    est = XGBEstimator(n_estimators=40, params={"max_depth": 4}, callbacks=[xgb_kill_at(12, str(marker)), StopAfter(15)],
                        checkpoint_every=5)
     booster = est.fit(train, FEATURES, "y")
     assert len(marker.read_text().split()) == 1  # it really was killed, once
@@ -96,42 +48,10 @@ def test_a_stateful_user_callback_makes_a_lost_fit_restart_from_round_0(ray_clus
     assert len(est.get_eval_results()["train"]["rmse"]) == 15
 
 
-def test_restarts_are_bounded_then_a_clear_error(ray_cluster, data, tmp_path):
-    train, _ = data
-    marker = tmp_path / "killed"
-    est = XGBEstimator(n_estimators=30, scaling_config=XGBScalingConfig(num_workers=2), checkpoint_every=10,
-                       callbacks=[KillAt(15, str(marker), once=False)], max_restarts=1)
-    with pytest.raises(TrainingError, match=r"worker rank 0.*gave up after 1 restart"):
-        est.fit(train, FEATURES, "y")
-    assert len(marker.read_text().split()) == 2  # first attempt + one restart
-
-
 @pytest.mark.parametrize("kwargs", [{"checkpoint_every": 0}, {"max_restarts": -1}])
 def test_invalid_resilience_settings(ray_cluster, data, kwargs):
     with pytest.raises(ConfigError, match=next(iter(kwargs))):
         XGBEstimator(n_estimators=2, **kwargs).fit(data[1], FEATURES, "y")
-
-
-def test_killed_lightgbm_worker_resumes_from_checkpoint_and_matches_an_uninterrupted_fit(ray_cluster, data,
-                                                                                         tmp_path):
-    """2 workers exchange bins and metrics through the rendezvous; the restarted group must not join
-    the exchanges the lost group left half done, and continues from round 20's trees."""
-    train, holdout = data
-    marker = tmp_path / "killed"
-    params = {"num_leaves": 15, "min_data_in_leaf": 5}
-    est = LightGBMEstimator(n_estimators=40, params=params, scaling_config=LightGBMScalingConfig(num_workers=2),
-                            callbacks=[LgbKillAt(28, str(marker))], checkpoint_every=10)
-    booster = est.fit(train, FEATURES, "y", eval_set=holdout)
-    assert len(marker.read_text().split()) == 1  # it really was killed, once
-    assert booster.current_iteration() == 40
-    history = est.get_eval_results()
-    assert len(history["train"]["rmse"]) == 40 and len(history["eval"]["rmse"]) == 40
-    whole_est = LightGBMEstimator(n_estimators=40, params=params, checkpoint_every=None,
-                                  scaling_config=LightGBMScalingConfig(num_workers=2))
-    whole = whole_est.fit(train, FEATURES, "y", eval_set=holdout)
-    x = holdout[FEATURES].to_numpy(np.float32)
-    np.testing.assert_allclose(booster.predict(x), whole.predict(x), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(history["eval"]["rmse"], whole_est.get_eval_results()["eval"]["rmse"], rtol=1e-5)
 
 
 def credit_mlp_killed_at(epoch: int, marker: str, log: str, once: bool = True):
@@ -215,7 +135,7 @@ def test_lightgbm_with_early_stopping_restarts_from_round_0(ray_cluster, data, t
     marker = tmp_path / "killed"
     params = {"num_leaves": 15, "min_data_in_leaf": 5, "early_stopping_round": 5, "learning_rate": 0.3}
     est = LightGBMEstimator(n_estimators=60, params=params, scaling_config=LightGBMScalingConfig(num_workers=2),
-                            callbacks=[LgbKillAt(12, str(marker))], checkpoint_every=5)
+                            callbacks=[lgb_kill_at(12, str(marker))], checkpoint_every=5)
     booster = est.fit(train, FEATURES, "y", eval_set=holdout)
     assert len(marker.read_text().split()) == 1
     whole_est = LightGBMEstimator(n_estimators=60, params=params, checkpoint_every=None,
