@@ -9,9 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
-import numpy as np
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -129,74 +126,55 @@ def test_no_import_circle_among_the_pipeline_steps():
 
 
 # ----------------------------------------------------------------------------- a new framework
-class MeanModel(mlflow.pyfunc.PythonModel):
-    def __init__(self, mean: float):
-        self.mean = mean
+def test_a_new_framework_is_one_plugin_and_its_registration(ray_cluster, warehouse, tmp_path, monkeypatch):
+    """The plug-in above goes through every pipeline step (load, plan, a Ray fit, evaluate, register)
+    and a later run loads it as the champion, with no change to trainflow."""
+    import duckdb
 
-    def predict(self, context, model_input, params=None):
-        return np.full(len(model_input), self.mean)
-
-
-class MeanScorer:
-    """What the shared scorer calls (BoostingAdapter's predict/score/feature_categories)."""
-
-    def predict(self, model, features: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(None, features), dtype=np.float64)
-
-    score = predict
-
-    def feature_categories(self, model, schema, input_cols) -> dict:
-        return {}
-
-
-class MeanFramework(Framework):
-    """A whole framework in a few lines: predicts the training label's mean."""
-
-    name = "mean"
-    objectives = {"regression": "regression"}
-    default_objective = "regression"
-
-    def scorer(self):
-        return MeanScorer()
-
-    def log_model(self, model, example):
-        return mlflow.pyfunc.log_model(name="model", python_model=model, input_example=example)
-
-    def load_registered(self, folder: str):
-        return mlflow.pyfunc.load_model(folder).unwrap_python_model()
-
-
-def test_a_new_framework_is_one_plugin_and_its_registration(tmp_path, monkeypatch):
+    from trainflow.pipeline import evaluate, fit, load, register
+    from trainflow.pipeline import plan as plan_step
     from trainflow.pipeline.champion import find_champion
-    from trainflow.registry import PromotionRule, register_model
     from trainflow.spec import JobSpec, parse_spec
 
     with pytest.raises(ConfigError, match=r"framework 'mean' is not known; known frameworks: xgboost, lightgbm, pytorch"):
         frameworks.get("mean")
+    from tests.mean_framework import MeanFramework
+
     plugin = frameworks.register(MeanFramework())
     try:
         assert frameworks.get("mean") is plugin and "mean" in frameworks.names()
-        spec = parse_spec({"name": "job", "data": {"train": {"parquet": "t.parquet"}}, "features": ["a", "b"],
-                           "label": "y", "register": {"model_name": "m"}, "trainer": {"framework": "mean"}})
+        features = ["age", "income", "credit_score"]
+        tables = {"train": {"table": "TRAINING_DATA", "database": str(warehouse)},
+                  "eval": {"table": "EVAL_DATA", "database": str(warehouse)}}
+        spec = parse_spec({"name": "mean-exp", "data": tables, "features": features, "label": "default_risk",
+                           "register": {"model_name": "mean-model"}, "trainer": {"framework": "mean"}})
         assert (spec.trainer.resolved_objective, spec.task) == ("regression", "regression")  # the plug-in's default
         schema = JobSpec.model_json_schema()["$defs"]["TrainerSpec"]["properties"]["framework"]
         assert "mean" in schema["enum"]  # a choice in the Prefect UI's form
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
         monkeypatch.chdir(tmp_path)
-        example = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [0.5, 0.1, 0.2]})
-        model = register_model(experiment="mean-exp", model_name="mean-model", framework="mean",
-                               model=MeanModel(2.5), input_example=example, params={"kind": "mean"},
-                               metrics={"rmse": 1.0}, eval_history=None, feature_names=["a", "b"],
-                               feature_importance=None, rule=PromotionRule("rmse", "min"))
+
+        data = load.load(spec)
+        plan = plan_step.plan(spec, data)
+        outcome = fit.fit(spec, data, plan)
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            train_mean = con.execute("SELECT avg(default_risk) FROM TRAINING_DATA").fetchone()[0]
+            eval_rmse = con.execute(f"SELECT sqrt(avg(power(default_risk - {train_mean!r}, 2))) "
+                                    "FROM EVAL_DATA").fetchone()[0]
+        assert outcome.model.mean == pytest.approx(train_mean, rel=1e-12)  # both shards summed, once
+        metrics = evaluate.evaluate(spec, outcome, data)
+        assert metrics["rmse"] == pytest.approx(eval_rmse, rel=1e-6)  # streamed sums
+        model = register.register(spec, outcome, metrics, data)
         assert model.promoted and model.version == "1"
         run = MlflowClient().get_run(model.run_id)
-        assert run.data.tags["trainflow.framework"] == "mean"
+        assert run.data.tags["trainflow.framework"] == "mean" and run.data.params["objective"] == "regression"
 
         # A later run finds it as champion and loads it with the same plug-in, ready to score.
         found = find_champion("mean-model", "regression")
         assert found.unscorable == "" and found.framework == "mean"
-        assert found.model.input_cols == ["a", "b"]
-        assert list(found.model.adapter.predict(found.model.model, example.to_numpy())) == [2.5, 2.5, 2.5]
+        assert found.model.input_cols == features
+        example = data.eval.to_pandas(limit=3)[features]
+        assert list(found.model.adapter.predict(found.model.model, example.to_numpy())) == [outcome.model.mean] * 3
     finally:
         frameworks._REGISTERED.pop("mean", None)
 
