@@ -31,6 +31,7 @@ from trainflow.distributors.ingest import (
     check_training_schema,
     collect_categories,
 )
+from trainflow.distributors.memory import MemoryMode, check_memory, scratch_setting
 from trainflow.distributors.placement import Placement, ScalingRequest, decide_placement
 from trainflow.distributors.pool import WorkerAddress
 from trainflow.distributors.progress import ProgressChannel
@@ -62,6 +63,8 @@ class WorkerJob:
     helpers: Any = None
     checkpoint_every: int | None = None  # rounds between checkpoints (None: only the final model)
     checkpoints: CheckpointStore | None = None  # where rank 0 saves them (set by the controller)
+    memory: MemoryMode = "in_memory"  # how a worker holds its shard (distributors/memory.py)
+    scratch: str | None = None  # external memory: the cache's node-local root (None: the worker's temp folder)
 
 
 @dataclass
@@ -165,11 +168,12 @@ class DistributedBoostingEstimator:
 
     _adapter: BoostingAdapter
     _default_objective: str
+    _memory_modes: tuple[str, ...] = ("in_memory",)  # the plug-in's memory_modes
 
     def __init__(self, n_estimators: int = 100, objective: str | None = None,
                  params: dict[str, Any] | None = None, scaling_config: ScalingRequest | None = None,
                  callbacks: list[Any] | None = None, *, checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
-                 max_restarts: int = DEFAULT_MAX_RESTARTS):
+                 max_restarts: int = DEFAULT_MAX_RESTARTS, memory: MemoryMode = "in_memory"):
         self.n_estimators = n_estimators
         self.objective = objective if objective is not None else self._default_objective
         self.params = params
@@ -177,6 +181,7 @@ class DistributedBoostingEstimator:
         self.callbacks = callbacks
         self.checkpoint_every = checkpoint_every
         self.max_restarts = max_restarts
+        self.memory = memory
 
     # -------------------------------------------------------------------- planning
     def _training_params(self) -> tuple[dict[str, Any], int]:
@@ -214,6 +219,7 @@ class DistributedBoostingEstimator:
 
         input_cols, label_col = check_columns_args(input_cols, label_col)
         period = check_verbose(verbose_eval)
+        memory = check_memory(self.memory, self._memory_modes, type(self).__name__)
         ensure_cluster()
         # One fixed set of rows for every step of the fit (a query is read once, then split).
         train = as_connector(dataset, "dataset").snapshot()
@@ -247,7 +253,8 @@ class DistributedBoostingEstimator:
             eval_shards=evaluation.split(placement.num_workers) if evaluation is not None else None,
             input_cols=input_cols, label_col=label_col, params=params, num_rounds=rounds,
             cpus=placement.cpus_per_worker, verbose_eval=period, callbacks=list(self.callbacks or []),
-            checkpoint_every=every if resumable else None,
+            checkpoint_every=every if resumable else None, memory=memory,
+            scratch=scratch_setting() if memory == "external" else None,
         )
         if categorical:
             job.categories = collect_categories([c for c in (train, evaluation) if c is not None], categorical)

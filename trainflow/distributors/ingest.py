@@ -6,7 +6,7 @@ that make string features encode identically on every worker.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -26,10 +26,16 @@ def read_shard(connector: DataConnector, input_cols: Sequence[str], label_col: s
     Columns named in `categories` are encoded as the position of their value in that list (values
     not in it, and nulls, become NaN: missing).
     """
+    return list(iter_shard(connector, input_cols, label_col, where, categories))
+
+
+def iter_shard(connector: DataConnector, input_cols: Sequence[str], label_col: str | None,
+               where: str, categories: Mapping[str, Sequence] | None = None,
+               ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """read_shard one chunk at a time: a stream holds one batch, not the shard."""
     columns = list(input_cols) + ([label_col] if label_col else [])
     categories = categories or {}
     value_sets: dict[str, pa.Array] = {}
-    chunks = []
     for batch in connector.iter_batches(columns):
         if batch.num_rows == 0:
             continue
@@ -50,8 +56,7 @@ def read_shard(connector: DataConnector, input_cols: Sequence[str], label_col: s
                     "Drop or fill those rows (e.g. filter `WHERE "
                     f"{label_col} IS NOT NULL`) before training."
                 )
-        chunks.append((features, label))
-    return chunks
+        yield features, label
 
 
 def _column_to_numpy(col: pa.Array, name: str) -> np.ndarray:

@@ -52,6 +52,7 @@ from trainflow.distributors.checkpoint import (
 from trainflow.distributors.controller import GangMember, Rendezvous
 from trainflow.distributors.ingest import categorical_columns, read_shard
 from trainflow.distributors.matrix import CACHE, matrix_keys
+from trainflow.distributors.memory import MemoryMode
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.pool import WorkerAddress
 from trainflow.distributors.progress import format_metrics
@@ -658,13 +659,14 @@ class LightGBMEstimator(DistributedBoostingEstimator):
 
     _adapter = _LightGBMAdapter()
     _default_objective = LightGBMFramework.default_objective  # the plug-in holds the framework's defaults
+    _memory_modes = LightGBMFramework.memory_modes
 
     def __init__(self, n_estimators: int = 100, objective: str = "regression",
                  params: dict[str, Any] | None = None, scaling_config: LightGBMScalingConfig | None = None,
                  callbacks: list[Any] | None = None, *, checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
-                 max_restarts: int = DEFAULT_MAX_RESTARTS):
+                 max_restarts: int = DEFAULT_MAX_RESTARTS, memory: MemoryMode = "in_memory"):
         super().__init__(n_estimators, objective, params, scaling_config, callbacks,
-                         checkpoint_every=checkpoint_every, max_restarts=max_restarts)
+                         checkpoint_every=checkpoint_every, max_restarts=max_restarts, memory=memory)
 
     def _training_params(self) -> tuple[dict[str, Any], int]:
         # Like the base, but with LightGBM's own names for the number of rounds and the objective.

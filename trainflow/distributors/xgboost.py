@@ -6,8 +6,11 @@ interface for custom launchers) through a RabitTracker that the fit starts for e
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +29,9 @@ from trainflow.distributors.checkpoint import (
     maybe_checkpoint,
 )
 from trainflow.distributors.controller import GangMember, Rendezvous
-from trainflow.distributors.ingest import read_shard
+from trainflow.distributors.ingest import iter_shard, read_shard
 from trainflow.distributors.matrix import CACHE, matrix_keys
+from trainflow.distributors.memory import MemoryMode, new_cache_folder
 from trainflow.distributors.placement import Placement, ScalingRequest
 from trainflow.distributors.pool import WorkerAddress
 from trainflow.distributors.progress import format_metrics
@@ -59,6 +63,33 @@ class _ChunkIter(xgb.DataIter):
 
     def reset(self) -> None:
         self._i = 0
+
+
+class _StreamIter(xgb.DataIter):
+    """Streams a shard to ExtMemQuantileDMatrix one batch at a time, read again on each of xgboost's
+    passes; the binned pages go to files under `cache_prefix`."""
+
+    def __init__(self, read: Callable[[], Iterator], feature_names: list[str], cache_prefix: str):
+        super().__init__(cache_prefix=cache_prefix, release_data=True)
+        self._read, self._names = read, feature_names
+        self._stream: Iterator | None = None
+        self._sent = False
+
+    def next(self, input_data) -> bool:
+        if self._stream is None:
+            self._stream, self._sent = self._read(), False
+        chunk = next(self._stream, None)
+        if chunk is None:
+            if self._sent:
+                return False
+            # a worker whose shard is empty still joins the collective with an empty matrix
+            chunk = (np.empty((0, len(self._names)), np.float32), np.empty(0, np.float32))
+        self._sent = True
+        input_data(data=chunk[0], label=chunk[1], feature_names=self._names)
+        return True
+
+    def reset(self) -> None:
+        self._stream = None
 
 
 class _Progress(xgb.callback.TrainingCallback):
@@ -189,9 +220,21 @@ class _XGBAdapter(BoostingAdapter):
 
     def _train(self, job: WorkerJob, rank: int, world_size: int, resume: ResumeState | None) -> WorkerResult:
         params = dict(job.params)
-        early_stopping = params.pop("early_stopping_rounds", None)
         started = time.perf_counter()
+        if job.memory == "external":
+            scratch = new_cache_folder(job.scratch)
+            try:
+                dtrain, deval = self._external_matrices(job, rank, params.get("max_bin"), scratch)
+                return self._boost(job, rank, world_size, resume, params, dtrain, deval, started, False)
+            finally:  # the matrices map the cache files: dropped first, then the folder goes
+                dtrain = deval = None
+                shutil.rmtree(scratch, ignore_errors=True)
         dtrain, deval, reused = self._matrices(job, rank, world_size, params.get("max_bin"))
+        return self._boost(job, rank, world_size, resume, params, dtrain, deval, started, reused)
+
+    def _boost(self, job: WorkerJob, rank: int, world_size: int, resume: ResumeState | None, params: dict,
+               dtrain, deval, started: float, reused: bool) -> WorkerResult:
+        early_stopping = params.pop("early_stopping_rounds", None)
         ingest_s = time.perf_counter() - started
         evals = [(dtrain, "train")] + ([(deval, "eval")] if deval is not None else [])
         before = resume.history if resume else {}
@@ -212,7 +255,8 @@ class _XGBAdapter(BoostingAdapter):
         # The model leaves the worker configured for CPU prediction (where fitted models are mostly
         # used); a device=cuda booster given numpy rows warns about mismatched devices on every call.
         booster.set_param({"device": "cpu"})
-        profile = {"ingest_s": ingest_s, "train_s": time.perf_counter() - started - ingest_s, "matrix_reused": reused}
+        profile = {"ingest_s": ingest_s, "train_s": time.perf_counter() - started - ingest_s, "matrix_reused": reused,
+                   "memory": job.memory}
         return WorkerResult(bytes(booster.save_raw("ubj")), join_history(before, history), best, profile)
 
     @staticmethod
@@ -242,6 +286,24 @@ class _XGBAdapter(BoostingAdapter):
         CACHE.put(eval_key, deval)
         return dtrain, deval, False
 
+    @staticmethod
+    def _external_matrices(job: WorkerJob, rank: int, max_bin: int | None, scratch: Path):
+        """(train, eval or None): this rank's ExtMemQuantileDMatrix pair, streamed from its shards, with
+        their pages under `scratch`. Never kept for a later fit: the cache goes with this one."""
+        CACHE.clear()  # an earlier fit's in-memory matrices must not stay beside this one
+
+        def stream(shards: list, what: str) -> _StreamIter:
+            return _StreamIter(lambda: iter_shard(shards[rank], job.input_cols, job.label_col, what),
+                               job.input_cols, str(scratch / ("train" if shards is job.train_shards else "eval")))
+
+        dtrain = xgb.ExtMemQuantileDMatrix(stream(job.train_shards, "the training data"), nthread=job.cpus,
+                                           max_bin=max_bin)
+        deval = None
+        if job.eval_shards is not None:
+            deval = xgb.ExtMemQuantileDMatrix(stream(job.eval_shards, "the eval_set"), ref=dtrain, nthread=job.cpus,
+                                              max_bin=max_bin)
+        return dtrain, deval
+
     def load(self, raw: bytes) -> xgb.Booster:
         booster = xgb.Booster()
         booster.load_model(bytearray(raw))
@@ -266,17 +328,20 @@ class XGBEstimator(DistributedBoostingEstimator):
 
     Beyond Snowflake's arguments: a checkpoint every `checkpoint_every` rounds lets a fit survive the
     loss of workers (up to `max_restarts` restarts of the worker group from the latest checkpoint).
+    `memory="external"` trains each worker's shard from xgboost's external memory (binned pages in a
+    cache on node-local scratch disk, `TRAINFLOW_SCRATCH`) instead of holding it in memory.
     """
 
     _adapter = _XGBAdapter()
     _default_objective = XGBoostFramework.default_objective  # the plug-in holds the framework's defaults
+    _memory_modes = XGBoostFramework.memory_modes
 
     def __init__(self, n_estimators: int = 100, objective: str = "reg:squarederror",
                  params: dict[str, Any] | None = None, scaling_config: XGBScalingConfig | None = None,
                  callbacks: list[Any] | None = None, *, checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
-                 max_restarts: int = DEFAULT_MAX_RESTARTS):
+                 max_restarts: int = DEFAULT_MAX_RESTARTS, memory: MemoryMode = "in_memory"):
         super().__init__(n_estimators, objective, params, scaling_config, callbacks,
-                         checkpoint_every=checkpoint_every, max_restarts=max_restarts)
+                         checkpoint_every=checkpoint_every, max_restarts=max_restarts, memory=memory)
 
     def fit(self, dataset, input_cols, label_col, eval_set=None, verbose_eval=None, **kwargs) -> xgb.Booster:
         return super().fit(dataset, input_cols, label_col, eval_set, verbose_eval, **kwargs)

@@ -71,7 +71,7 @@ class BoostingFramework(Framework):
         return self.estimator_cls()(
             n_estimators=int(overrides.get("n_estimators", t.n_estimators)), objective=t.resolved_objective, params=params,
             scaling_config=placement,  # the plan step's decision, used as it is
-            checkpoint_every=t.checkpoint_every, max_restarts=t.max_restarts,
+            checkpoint_every=t.checkpoint_every, max_restarts=t.max_restarts, memory=t.memory,
         )
 
     def fit(self, spec: JobSpec, data: LoadedData, placement: Placement,
@@ -117,7 +117,8 @@ class BoostingFramework(Framework):
     def run_params(self, spec: JobSpec, outcome: FitOutcome) -> dict[str, Any]:
         t, p = spec.trainer, outcome.placement
         return {"n_estimators": t.n_estimators, **{f"params.{k}": v for k, v in t.params.items()},
-                "num_workers": p.num_workers, "cpus_per_worker": p.cpus_per_worker, "use_gpu": p.use_gpu}
+                "num_workers": p.num_workers, "cpus_per_worker": p.cpus_per_worker, "use_gpu": p.use_gpu,
+                "memory": t.memory}
 
     def reproduce_overrides(self, run_params: Mapping[str, str]) -> list[str]:
         # the placement decides the shards and each worker's threads (nthread = its CPUs)

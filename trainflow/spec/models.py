@@ -256,6 +256,10 @@ class TrainerSpec(_Model):
         DEFAULT_MAX_RESTARTS, ge=0, description="Restarts of the workers from the latest checkpoint after losing one; "
         "then the run fails."
     )
+    memory: Literal["in_memory", "external"] = Field(
+        "in_memory", description="How each worker holds its shard: in_memory (~2x the raw float32 shard at its "
+        "peak) or external (xgboost only: binned pages in a cache on node-local scratch disk, TRAINFLOW_SCRATCH)."
+    )
 
     @field_validator("objective", mode="before")
     @classmethod
@@ -293,6 +297,9 @@ class TrainerSpec(_Model):
         if torch and self.checkpoint_every != type(self).model_fields["checkpoint_every"].default:
             found.append(("checkpoint_every", "only for xgboost/lightgbm (a pytorch train_func checkpoints "
                                               "with context.report(..., checkpoint=state))"))
+        if self.memory not in plugin.memory_modes:
+            found.append(("memory", f"{self.memory!r} is not available for {self.framework} (accepted: "
+                                    f"{_join(plugin.memory_modes)}); external memory trains with xgboost"))
         defaults = ScalingSpec()
         wrong = _GBM_SCALING if torch else _TORCH_SCALING
         for key in wrong:
