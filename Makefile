@@ -10,7 +10,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install test test-slow demo score serve warehouse bench bench-tune bench-score soak clean
+.PHONY: install test test-slow demo score serve warehouse bench bench-tune bench-score bench-memory soak clean
 
 install: $(STAMP)
 
@@ -51,6 +51,10 @@ bench-tune: install
 # Batch scoring at 1M and 8M rows: trainflow's scoring job against plain per-CPU processes (bench/score.py).
 bench-score: install
 	$(BIN)/python bench/score.py
+
+# Worker memory of an XGBoost fit in memory and from external memory (8M x 32; see bench/memory.py).
+bench-memory: install
+	$(BIN)/python bench/memory.py
 
 soak: install
 	$(BIN)/python -m pytest -m soak

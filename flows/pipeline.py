@@ -56,7 +56,8 @@ def training_pipeline(spec: JobSpec, reproduce: dict[str, Any] | None = None) ->
         if drain is not None:
             drain.stop()
             channel.close()
-    logger.info("%s took %.1fs on %s", "Tuning" if tuned else "Fit", outcome.seconds, decided.summary())
+    logger.info("%s took %.1fs on %s%s", "Tuning" if tuned else "Fit", outcome.seconds, decided.summary(),
+                f"; worker memory: {outcome.memory}" if outcome.memory else "")
     evaluation = evaluate(spec, outcome, data)
     logger.info("Eval metrics: %s", ", ".join(f"{k}={v:.6g}" for k, v in evaluation.items()))
     if evaluation.champion.metrics is not None:

@@ -13,7 +13,8 @@ from tests.boosting_cases import xgb_kill_at
 from tests.conftest import fit_within, regression_frame
 from trainflow.distributors.lightgbm import LightGBMEstimator
 from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
-from trainflow.errors import ConfigError
+from trainflow.distributors.memory import choose_memory, worker_memory
+from trainflow.errors import ConfigError, ResourceError
 from trainflow.spec import SpecError
 
 FEATURES = ["f0", "f1", "f2", "f3"]
@@ -99,7 +100,7 @@ def test_memory_modes_a_framework_lacks_are_refused_before_any_worker_starts(ray
     with pytest.raises(ConfigError, match=r"memory='external' is not available for LightGBMEstimator "
                                           r"\(accepted: in_memory\); external memory trains with xgboost"):
         LightGBMEstimator(n_estimators=2, memory="external").fit(train, FEATURES, "y")
-    with pytest.raises(ConfigError, match=r"memory='low' is not a memory mode \(accepted: in_memory, external\)"):
+    with pytest.raises(ConfigError, match=r"memory='low' is not a memory mode \(accepted: auto, in_memory, external\)"):
         XGBEstimator(n_estimators=2, memory="low").fit(train, FEATURES, "y")
     monkeypatch.setenv("TRAINFLOW_SCRATCH", "s3://bucket/cache")
     with pytest.raises(ConfigError, match=r"TRAINFLOW_SCRATCH='s3://bucket/cache' is a URI.*local path"):
@@ -140,3 +141,60 @@ def test_the_pipeline_trains_and_registers_an_external_memory_fit(ray_cluster, w
     baseline = parse_spec(raw)
     in_memory = evaluate.evaluate(baseline, fit.fit(baseline, data, plan), data)
     assert metrics["rmse"] == pytest.approx(in_memory["rmse"], rel=0.01)  # the issue's bound: within 1%
+
+
+# ------------------------------------------------------------------ the auto policy (no cluster)
+GIB = 1 << 30
+
+
+def test_auto_trains_in_memory_while_that_fits_a_worker():
+    choice = choose_memory("auto", ("in_memory", "external"), shard_bytes=GIB, worker_memory=4 * GIB, scratch_free=None)
+    assert choice.mode == "in_memory" and "1.0 GiB raw shard needs ~2.0 GiB; a worker has 4.0 GiB" in choice.reason
+
+
+def test_auto_goes_to_external_memory_when_in_memory_would_not_fit():
+    choice = choose_memory("auto", ("in_memory", "external"), shard_bytes=4 * GIB, worker_memory=6 * GIB,
+                           scratch_free=100 * GIB)
+    assert choice.mode == "external"
+    assert "~8.0 GiB in memory, more than a worker's 6.0 GiB; from external memory ~3.0 GiB" in choice.reason
+
+
+@pytest.mark.parametrize(("accepted", "free", "fix"), [
+    (("in_memory",), None, "or xgboost with memory: external"),
+    (("in_memory", "external"), 1 * GIB, r"~2.4 GiB of scratch disk \(1.0 GiB free\)"),
+])
+def test_auto_refuses_a_shard_that_fits_neither_way_naming_the_numbers(accepted, free, fix):
+    with pytest.raises(ResourceError, match=rf"shard \(4.0 GiB raw float32\) needs ~8.0 GiB to train in memory but a "
+                                            rf"worker has 6.0 GiB;.*{fix}"):
+        choose_memory("auto", accepted, shard_bytes=4 * GIB, worker_memory=6 * GIB, scratch_free=free)
+
+
+def test_a_mode_the_user_sets_is_used_as_set_and_unknown_memory_fits():
+    assert choose_memory("external", ("in_memory", "external"), GIB, 1.0, 0.0).mode == "external"
+    assert choose_memory("auto", ("in_memory",), 100 * GIB, None, None).mode == "in_memory"
+
+
+def test_a_worker_gets_its_cpus_share_of_the_smallest_node():
+    assert worker_memory([(16 * GIB, 2), (8 * GIB, 4)], cpus_per_worker=2) == 4 * GIB
+    assert worker_memory([(16 * GIB, 2)], cpus_per_worker=4) == 16 * GIB
+    assert worker_memory([(0.0, 2)], cpus_per_worker=1) is None  # a node that reports no memory
+
+
+def test_auto_refuses_before_any_worker_starts_when_no_worker_has_the_memory(ray_cluster, data, monkeypatch):
+    """The cluster's real nodes, with the policy's in-memory factor raised so a small shard cannot fit:
+    LightGBM (no external mode) is refused at once, naming the numbers; xgboost falls back to external."""
+    import time
+
+    import trainflow.distributors.memory as memory
+
+    train, holdout = data
+    monkeypatch.setattr(memory, "IN_MEMORY_FACTOR", 1e9)
+    start = time.perf_counter()
+    with pytest.raises(ResourceError, match=r"needs ~.* to train in memory but a worker has .*GiB"):
+        LightGBMEstimator(n_estimators=2).fit(train, FEATURES, "y")
+    assert time.perf_counter() - start < 10
+    lines: list[str] = []
+    est = XGBEstimator(n_estimators=3, params=PARAMS)
+    fit_within(300, est.fit, train, FEATURES, "y", eval_set=holdout, verbose_eval=1, progress=lines.append)
+    assert est.memory_.mode == "external" and est.fit_profile_["memory"] == "external"
+    assert lines[0].startswith("worker memory: external (a ")  # said once, before the rounds

@@ -93,7 +93,8 @@ def cluster_nodes() -> list[NodeResources]:
         if not node.get("Alive"):
             continue
         res = node.get("Resources", {})
-        nodes.append(NodeResources(node["NodeID"], float(res.get("CPU", 0)), float(res.get("GPU", 0))))
+        nodes.append(NodeResources(node["NodeID"], float(res.get("CPU", 0)), float(res.get("GPU", 0)),
+                                   float(res.get("memory", 0))))
     return [n for n in nodes if n.cpus > 0 or n.gpus > 0]
 
 

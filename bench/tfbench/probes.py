@@ -123,3 +123,31 @@ class LGBProbe(_Marks):
         if env.iteration + 1 == env.end_iteration:
             self.mark("after", memory=True)
             self.dump()
+
+
+class MemProbe(XGBProbe):
+    """XGBProbe plus a sampler thread that tracks the peak of RssAnon (anonymous memory: what
+    external memory bounds; the cache pages xgboost maps in are file-backed, RssFile) from unpickling to
+    after_training, and the size of the external-memory cache under $TRAINFLOW_SCRATCH at its end."""
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        import threading
+
+        self.peak: dict[str, int] = dict(self.mem["unpickled"])
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            now = proc_status()
+            for key in ("RssAnon", "VmRSS", "RssFile"):
+                self.peak[key] = max(self.peak.get(key, 0), now.get(key, 0))
+
+    def after_training(self, model):
+        self._stop.set()
+        root = os.environ.get("TRAINFLOW_SCRATCH", "")
+        cache = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files) if root else 0
+        self.mark("after", memory=True)
+        self.dump(peak=self.peak, cache_bytes=cache)
+        return model

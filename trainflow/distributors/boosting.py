@@ -31,7 +31,15 @@ from trainflow.distributors.ingest import (
     check_training_schema,
     collect_categories,
 )
-from trainflow.distributors.memory import MemoryMode, check_memory, scratch_setting
+from trainflow.distributors.memory import (
+    MemoryChoice,
+    MemoryMode,
+    check_memory,
+    choose_memory,
+    scratch_free,
+    scratch_setting,
+    worker_memory,
+)
 from trainflow.distributors.placement import Placement, ScalingRequest, decide_placement
 from trainflow.distributors.pool import WorkerAddress
 from trainflow.distributors.progress import ProgressChannel
@@ -173,7 +181,7 @@ class DistributedBoostingEstimator:
     def __init__(self, n_estimators: int = 100, objective: str | None = None,
                  params: dict[str, Any] | None = None, scaling_config: ScalingRequest | None = None,
                  callbacks: list[Any] | None = None, *, checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
-                 max_restarts: int = DEFAULT_MAX_RESTARTS, memory: MemoryMode = "in_memory"):
+                 max_restarts: int = DEFAULT_MAX_RESTARTS, memory: MemoryMode = "auto"):
         self.n_estimators = n_estimators
         self.objective = objective if objective is not None else self._default_objective
         self.params = params
@@ -247,14 +255,17 @@ class DistributedBoostingEstimator:
 
         every = check_every(self.checkpoint_every)  # checked even where the fit will not use it
         resumable = self._adapter.resumable(params) and callbacks_resumable(self.callbacks or [])
+        train_shards = train.split(placement.num_workers)
+        scratch = scratch_setting()
+        choice = self._memory_choice(memory, placement, train_shards, len(input_cols), scratch)
         job = WorkerJob(
             adapter=self._adapter,
-            train_shards=train.split(placement.num_workers),
+            train_shards=train_shards,
             eval_shards=evaluation.split(placement.num_workers) if evaluation is not None else None,
             input_cols=input_cols, label_col=label_col, params=params, num_rounds=rounds,
             cpus=placement.cpus_per_worker, verbose_eval=period, callbacks=list(self.callbacks or []),
-            checkpoint_every=every if resumable else None, memory=memory,
-            scratch=scratch_setting() if memory == "external" else None,
+            checkpoint_every=every if resumable else None, memory=choice.mode,
+            scratch=scratch if choice.mode == "external" else None,
         )
         if categorical:
             job.categories = collect_categories([c for c in (train, evaluation) if c is not None], categorical)
@@ -266,6 +277,8 @@ class DistributedBoostingEstimator:
             else:
                 job.progress = own_channel = ProgressChannel()
                 drain = own_channel.drain_to(progress or (lambda line: print(line, flush=True)))
+            if memory == "auto" and choice.mode != "in_memory":  # the unusual choice is said at once
+                job.progress.put(f"worker memory: {choice.mode} ({choice.reason})")
         try:
             job.helpers = self._adapter.begin_fit(job, placement)
             try:
@@ -277,10 +290,25 @@ class DistributedBoostingEstimator:
                 drain.stop()
                 own_channel.close()
         self._load_result(result)
+        self.memory_ = choice
         self.placement_ = placement
         self.input_cols_ = input_cols
         self.rounds_ = rounds
         return self.booster_
+
+    def _memory_choice(self, requested: str, placement: Placement, shards: list[DataConnector], features: int,
+                       scratch: str | None) -> MemoryChoice:
+        """The memory mode of this fit's workers (distributors/memory.py decides), before any starts."""
+        if requested != "auto":
+            return choose_memory(requested, self._memory_modes, 0, None, None)
+        from trainflow.cluster import cluster_nodes
+
+        shard_bytes = max(s.count_rows() for s in shards) * (features + 1) * 4
+        nodes = cluster_nodes()
+        fits = [(n.memory, n.cpus) for n in nodes if n.cpus >= placement.cpus_per_worker and n.gpus >= placement.gpus_per_worker]
+        free = scratch_free(scratch) if len(nodes) == 1 else None  # the driver sees the only node's disk
+        return choose_memory(requested, self._memory_modes, shard_bytes,
+                             worker_memory(fits, placement.cpus_per_worker), free)
 
     def _start_from(self, init_model: DistributedBoostingEstimator | None, rounds: int) -> ResumeState | None:
         if init_model is None:

@@ -664,7 +664,7 @@ class LightGBMEstimator(DistributedBoostingEstimator):
     def __init__(self, n_estimators: int = 100, objective: str = "regression",
                  params: dict[str, Any] | None = None, scaling_config: LightGBMScalingConfig | None = None,
                  callbacks: list[Any] | None = None, *, checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY,
-                 max_restarts: int = DEFAULT_MAX_RESTARTS, memory: MemoryMode = "in_memory"):
+                 max_restarts: int = DEFAULT_MAX_RESTARTS, memory: MemoryMode = "auto"):
         super().__init__(n_estimators, objective, params, scaling_config, callbacks,
                          checkpoint_every=checkpoint_every, max_restarts=max_restarts, memory=memory)
 

@@ -17,6 +17,7 @@ class NodeResources:
     node_id: str
     cpus: float
     gpus: float
+    memory: float = 0.0  # bytes Ray offers tasks and actors there (0: not reported)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ class FitOutcome:
     result: Any
     seconds: float
     placement: Placement | None = None
+    memory: str = ""  # how the workers held their shards, and why (said in the flow log)
     _model: Any = field(default=None, repr=False)
 
     @property

@@ -80,7 +80,9 @@ class BoostingFramework(Framework):
         start = time.perf_counter()
         estimator.fit(data.train, list(spec.features), spec.label, eval_set=data.eval,
                       verbose_eval=spec.trainer.verbose_eval, progress=progress)
-        return FitOutcome(self, estimator, time.perf_counter() - start, estimator.placement_)
+        choice = estimator.memory_
+        return FitOutcome(self, estimator, time.perf_counter() - start, estimator.placement_,
+                          memory=f"{choice.mode} ({choice.reason})")
 
     def model(self, outcome: FitOutcome) -> Any:
         return outcome.result.get_booster()
@@ -118,7 +120,7 @@ class BoostingFramework(Framework):
         t, p = spec.trainer, outcome.placement
         return {"n_estimators": t.n_estimators, **{f"params.{k}": v for k, v in t.params.items()},
                 "num_workers": p.num_workers, "cpus_per_worker": p.cpus_per_worker, "use_gpu": p.use_gpu,
-                "memory": t.memory}
+                "memory": outcome.result.memory_.mode}
 
     def reproduce_overrides(self, run_params: Mapping[str, str]) -> list[str]:
         # the placement decides the shards and each worker's threads (nthread = its CPUs)

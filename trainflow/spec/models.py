@@ -256,9 +256,10 @@ class TrainerSpec(_Model):
         DEFAULT_MAX_RESTARTS, ge=0, description="Restarts of the workers from the latest checkpoint after losing one; "
         "then the run fails."
     )
-    memory: Literal["in_memory", "external"] = Field(
-        "in_memory", description="How each worker holds its shard: in_memory (~2x the raw float32 shard at its "
-        "peak) or external (xgboost only: binned pages in a cache on node-local scratch disk, TRAINFLOW_SCRATCH)."
+    memory: Literal["auto", "in_memory", "external"] = Field(
+        "auto", description="How each worker holds its shard: in_memory (~2x the raw float32 shard at its peak), "
+        "external (xgboost only: binned pages in a cache on node-local scratch disk, TRAINFLOW_SCRATCH), or auto: "
+        "in memory when that fits a worker's memory, else external, else the run is refused before training."
     )
 
     @field_validator("objective", mode="before")
@@ -297,7 +298,7 @@ class TrainerSpec(_Model):
         if torch and self.checkpoint_every != type(self).model_fields["checkpoint_every"].default:
             found.append(("checkpoint_every", "only for xgboost/lightgbm (a pytorch train_func checkpoints "
                                               "with context.report(..., checkpoint=state))"))
-        if self.memory not in plugin.memory_modes:
+        if self.memory != "auto" and self.memory not in plugin.memory_modes:
             found.append(("memory", f"{self.memory!r} is not available for {self.framework} (accepted: "
                                     f"{_join(plugin.memory_modes)}); external memory trains with xgboost"))
         defaults = ScalingSpec()
