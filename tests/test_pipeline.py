@@ -145,6 +145,9 @@ def test_flow_run_has_artifacts_and_progress_logs(first_run, prefect_api):
 
     import asyncio
 
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler.flush()  # this process's log lines are sent in batches; all of them first
     arts, logs = asyncio.run(fetch())
     assert {a.key for a in arts} >= {"validation-report", "metrics", "model-version"}
     metrics = next(a for a in arts if a.key == "metrics")
@@ -406,7 +409,10 @@ def test_a_spec_with_tune_registers_the_best_trial_under_one_tuning_run(ray_clus
             logs = await c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
             return arts, logs
 
-    arts, logs = asyncio.run(fetch())
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler.flush()  # the flow's log lines (the tune task's come through its progress channel) are
+    arts, logs = asyncio.run(fetch())  # sent in batches: all of them before reading (seen missing under load)
     trials = next(a for a in arts if a.key == "trials")
     assert len(json.loads(trials.data)) == 4
     chart = next(a for a in arts if a.key == "trials-chart")
