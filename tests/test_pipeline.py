@@ -147,7 +147,7 @@ def test_flow_run_has_artifacts_and_progress_logs(first_run, prefect_api):
 
     from prefect.logging.handlers import APILogHandler
 
-    APILogHandler.flush()  # this process's log lines are sent in batches; all of them first
+    APILogHandler().flush()  # this process's log lines are sent in batches; all of them first
     arts, logs = asyncio.run(fetch())
     assert {a.key for a in arts} >= {"validation-report", "metrics", "model-version"}
     metrics = next(a for a in arts if a.key == "metrics")
@@ -411,7 +411,7 @@ def test_a_spec_with_tune_registers_the_best_trial_under_one_tuning_run(ray_clus
 
     from prefect.logging.handlers import APILogHandler
 
-    APILogHandler.flush()  # the flow's log lines (the tune task's come through its progress channel) are
+    APILogHandler().flush()  # the flow's log lines (the tune task's come through its progress channel) are
     arts, logs = asyncio.run(fetch())  # sent in batches: all of them before reading (seen missing under load)
     trials = next(a for a in arts if a.key == "trials")
     assert len(json.loads(trials.data)) == 4
