@@ -31,7 +31,7 @@ sys.path.insert(0, HERE)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ["TRAINFLOW_MATRIX_CACHE"] = "0"  # no matrix kept between fits: each case's memory is its own
-MODES = ("in_memory", "external")
+MODES = ("in_memory", "low", "external")
 
 
 def one(mode: str, meta_path: str, rounds: int, depth: int, probe: str) -> dict:

@@ -82,6 +82,15 @@ def test_an_external_memory_fit_trains_from_its_scratch_cache_and_removes_it(ray
                                in_memory.get_eval_results()["eval"]["rmse"], rtol=1e-5)
 
 
+def test_low_memory_streams_the_shard_into_the_same_matrix_and_model(ray_cluster, data):
+    """memory='low' reads the shard again on each of xgboost's passes instead of holding it: the same bins,
+    so the same model, and a later in-memory fit on the same data reuses the matrix it built."""
+    low, in_memory = _fit(data, "low", workers=1), _fit(data, "in_memory", workers=1)
+    assert low.fit_profile_["memory"] == "low" and not low.fit_profile_["matrix_reused"]
+    holdout = data[1]
+    np.testing.assert_array_equal(low.predict(holdout), in_memory.predict(holdout))
+
+
 def test_a_killed_external_memory_worker_resumes_and_its_cache_is_swept(ray_cluster, data, scratch, tmp_path):
     """Rank 0 is SIGKILLed at round 12 (no `finally` runs): the restarted attempt resumes from round 10
     and sweeps the dead worker's cache folder; none is left when the fit ends."""
@@ -100,8 +109,10 @@ def test_memory_modes_a_framework_lacks_are_refused_before_any_worker_starts(ray
     with pytest.raises(ConfigError, match=r"memory='external' is not available for LightGBMEstimator "
                                           r"\(accepted: in_memory\); external memory trains with xgboost"):
         LightGBMEstimator(n_estimators=2, memory="external").fit(train, FEATURES, "y")
-    with pytest.raises(ConfigError, match=r"memory='low' is not a memory mode \(accepted: auto, in_memory, external\)"):
-        XGBEstimator(n_estimators=2, memory="low").fit(train, FEATURES, "y")
+    with pytest.raises(ConfigError, match=r"memory='disk' is not a memory mode \(accepted: auto, in_memory, low, external\)"):
+        XGBEstimator(n_estimators=2, memory="disk").fit(train, FEATURES, "y")
+    with pytest.raises(ConfigError, match=r"memory='low' is not available for LightGBMEstimator"):
+        LightGBMEstimator(n_estimators=2, memory="low").fit(train, FEATURES, "y")
     monkeypatch.setenv("TRAINFLOW_SCRATCH", "s3://bucket/cache")
     with pytest.raises(ConfigError, match=r"TRAINFLOW_SCRATCH='s3://bucket/cache' is a URI.*local path"):
         XGBEstimator(n_estimators=2, memory="external").fit(train, FEATURES, "y")

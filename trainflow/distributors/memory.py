@@ -19,8 +19,8 @@ from typing import Literal
 
 from trainflow.errors import ConfigError, ResourceError
 
-MemoryMode = Literal["auto", "in_memory", "external"]
-MEMORY_MODES: tuple[str, ...] = ("auto", "in_memory", "external")
+MemoryMode = Literal["auto", "in_memory", "low", "external"]
+MEMORY_MODES: tuple[str, ...] = ("auto", "in_memory", "low", "external")
 # Peak anonymous memory of a worker's fit and the cache on disk, per raw float32 shard byte
 # (rows x (features + 1) x 4), measured by bench/memory.py at 8M x 32 (1.85, 0.69, 0.58) with headroom.
 IN_MEMORY_FACTOR = 2.0

@@ -66,10 +66,10 @@ class _ChunkIter(xgb.DataIter):
 
 
 class _StreamIter(xgb.DataIter):
-    """Streams a shard to ExtMemQuantileDMatrix one batch at a time, read again on each of xgboost's
-    passes; the binned pages go to files under `cache_prefix`."""
+    """Streams a shard to a QuantileDMatrix one batch at a time, read again on each of xgboost's
+    passes; for ExtMemQuantileDMatrix the binned pages go to files under `cache_prefix`."""
 
-    def __init__(self, read: Callable[[], Iterator], feature_names: list[str], cache_prefix: str):
+    def __init__(self, read: Callable[[], Iterator], feature_names: list[str], cache_prefix: str | None):
         super().__init__(cache_prefix=cache_prefix, release_data=True)
         self._read, self._names = read, feature_names
         self._stream: Iterator | None = None
@@ -274,13 +274,19 @@ class _XGBAdapter(BoostingAdapter):
         if hit:
             return CACHE.get(train_key), CACHE.get(eval_key) if eval_key is not None else None, True
         CACHE.clear()  # other data: an earlier fit's matrices must not share the worker's memory with these
-        chunks = read_shard(job.train_shards[rank], job.input_cols, job.label_col, "the training data")
-        dtrain = xgb.QuantileDMatrix(_ChunkIter(chunks, job.input_cols), nthread=job.cpus, max_bin=max_bin)
-        del chunks
+
+        def source(shards: list, what: str) -> xgb.DataIter:
+            # low: the shard is read again on each of xgboost's passes, one batch in memory at a time;
+            # in_memory: read once into float32 chunks, which stay until the matrix is built
+            if job.memory == "low":
+                return _StreamIter(lambda: iter_shard(shards[rank], job.input_cols, job.label_col, what),
+                                   job.input_cols, None)
+            return _ChunkIter(read_shard(shards[rank], job.input_cols, job.label_col, what), job.input_cols)
+
+        dtrain = xgb.QuantileDMatrix(source(job.train_shards, "the training data"), nthread=job.cpus, max_bin=max_bin)
         deval = None
         if job.eval_shards is not None:
-            chunks = read_shard(job.eval_shards[rank], job.input_cols, job.label_col, "the eval_set")
-            deval = xgb.QuantileDMatrix(_ChunkIter(chunks, job.input_cols), ref=dtrain, nthread=job.cpus,
+            deval = xgb.QuantileDMatrix(source(job.eval_shards, "the eval_set"), ref=dtrain, nthread=job.cpus,
                                         max_bin=max_bin)
         CACHE.put(train_key, dtrain)
         CACHE.put(eval_key, deval)

@@ -256,7 +256,7 @@ class TrainerSpec(_Model):
         DEFAULT_MAX_RESTARTS, ge=0, description="Restarts of the workers from the latest checkpoint after losing one; "
         "then the run fails."
     )
-    memory: Literal["auto", "in_memory", "external"] = Field(
+    memory: Literal["auto", "in_memory", "low", "external"] = Field(
         "auto", description="How each worker holds its shard: in_memory (~2x the raw float32 shard at its peak), "
         "external (xgboost only: binned pages in a cache on node-local scratch disk, TRAINFLOW_SCRATCH), or auto: "
         "in memory when that fits a worker's memory, else external, else the run is refused before training."
