@@ -167,16 +167,25 @@ def test_auto_goes_to_external_memory_when_in_memory_would_not_fit():
     choice = choose_memory("auto", ("in_memory", "external"), shard_bytes=4 * GIB, worker_memory=6 * GIB,
                            scratch_free=100 * GIB)
     assert choice.mode == "external"
-    assert "~8.0 GiB in memory, more than a worker's 6.0 GiB; from external memory ~3.0 GiB" in choice.reason
+    assert choice.reason == ("a 4.0 GiB raw shard needs ~3.0 GiB (in_memory ~8.0 GiB, more than a worker's 6.0 GiB), "
+                             "and ~2.4 GiB of scratch disk")
 
 
-@pytest.mark.parametrize(("accepted", "free", "fix"), [
-    (("in_memory",), None, "or xgboost with memory: external"),
-    (("in_memory", "external"), 1 * GIB, r"~2.4 GiB of scratch disk \(1.0 GiB free\)"),
+def test_auto_takes_the_first_mode_of_the_frameworks_preference_that_fits():
+    xgboost = ("low", "in_memory", "external")  # the xgboost plug-in's order
+    assert choose_memory("auto", xgboost, GIB, 16 * GIB, None).mode == "low"
+    assert choose_memory("auto", xgboost, 10 * GIB, 12 * GIB, 100 * GIB).mode == "external"  # low needs 13.5
+    with pytest.raises(ResourceError, match="the scratch disk 1.0 GiB free"):  # no disk for external's cache
+        choose_memory("auto", xgboost, 10 * GIB, 12 * GIB, 1 * GIB)
+
+
+@pytest.mark.parametrize(("accepted", "free", "needs"), [
+    (("in_memory",), None, r"in_memory ~8.0 GiB\): a worker has 6.0 GiB\. Fixes: .* or xgboost \(memory: external\)"),
+    (("in_memory", "external"), 1 * GIB, r"in_memory ~8.0 GiB, external ~3.0 GiB and ~2.4 GiB of scratch disk\): a "
+                                         r"worker has 6.0 GiB, the scratch disk 1.0 GiB free\. Fixes: .*TRAINFLOW_SCRATCH"),
 ])
-def test_auto_refuses_a_shard_that_fits_neither_way_naming_the_numbers(accepted, free, fix):
-    with pytest.raises(ResourceError, match=rf"shard \(4.0 GiB raw float32\) needs ~8.0 GiB to train in memory but a "
-                                            rf"worker has 6.0 GiB;.*{fix}"):
+def test_auto_refuses_a_shard_that_fits_neither_way_naming_the_numbers(accepted, free, needs):
+    with pytest.raises(ResourceError, match=rf"shard \(4.0 GiB raw float32\) fits none of the memory modes \({needs}"):
         choose_memory("auto", accepted, shard_bytes=4 * GIB, worker_memory=6 * GIB, scratch_free=free)
 
 
@@ -199,9 +208,10 @@ def test_auto_refuses_before_any_worker_starts_when_no_worker_has_the_memory(ray
     import trainflow.distributors.memory as memory
 
     train, holdout = data
-    monkeypatch.setattr(memory, "IN_MEMORY_FACTOR", 1e9)
+    monkeypatch.setitem(memory.FACTORS, "in_memory", 1e9)
+    monkeypatch.setitem(memory.FACTORS, "low", 1e9)
     start = time.perf_counter()
-    with pytest.raises(ResourceError, match=r"needs ~.* to train in memory but a worker has .*GiB"):
+    with pytest.raises(ResourceError, match=r"fits none of the memory modes \(in_memory ~.*\): a worker has .*GiB"):
         LightGBMEstimator(n_estimators=2).fit(train, FEATURES, "y")
     assert time.perf_counter() - start < 10
     lines: list[str] = []

@@ -1,11 +1,13 @@
-"""How a worker holds its shard while it trains: in memory, or in xgboost's external memory.
+"""How a worker holds its shard while it trains (`memory=` on the estimators, `trainer.memory`).
 
-`auto` (the default) decides per fit from the shard's raw size, the memory a worker gets and the free
-scratch disk (`choose_memory`, a policy with no cluster in it). `in_memory` reads the shard into float32 chunks and bins it into a QuantileDMatrix
-(about 2x the raw float32 shard at its peak). `external` streams the shard batch by batch into an
-`ExtMemQuantileDMatrix` whose binned pages live in a cache folder on node-local scratch disk; xgboost
-maps the pages in while it boosts, so a worker's anonymous memory stays a fraction of the shard.
-Which frameworks offer which modes is the plug-in's `memory_modes`.
+- `in_memory` reads the shard into float32 chunks, then bins them into a QuantileDMatrix (~1.9x the raw
+  float32 shard at its peak).
+- `low` (xgboost) streams the shard into the QuantileDMatrix one batch at a time, read again on each of
+  xgboost's passes: the same bins, ~1.2-1.3x, and faster to ingest than holding the chunks.
+- `external` (xgboost) streams it into an ExtMemQuantileDMatrix whose binned pages live in a cache folder
+  on node-local scratch disk (~0.7x; boosting ~1.4x slower).
+- `auto` (the default) takes the first of the plug-in's `memory_modes` (its order of preference) that fits
+  the memory a worker gets and the free scratch disk (`choose_memory`, a policy with no cluster in it).
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ from trainflow.errors import ConfigError, ResourceError
 MemoryMode = Literal["auto", "in_memory", "low", "external"]
 MEMORY_MODES: tuple[str, ...] = ("auto", "in_memory", "low", "external")
 # Peak anonymous memory of a worker's fit and the cache on disk, per raw float32 shard byte
-# (rows x (features + 1) x 4), measured by bench/memory.py at 8M x 32 (1.85, 0.69, 0.58) with headroom.
-IN_MEMORY_FACTOR = 2.0
-EXTERNAL_FACTOR = 0.75
+# (rows x (features + 1) x 4), measured by bench/memory.py at 2M and 8M x 32 (in_memory 1.85-1.93,
+# low 1.18-1.28, external 0.69-0.76, cache 0.57), with headroom.
+FACTORS = {"in_memory": 2.0, "low": 1.35, "external": 0.75}
 CACHE_FACTOR = 0.6
 SCRATCH_ENV = "TRAINFLOW_SCRATCH"
 _PREFIX = "trainflow-extmem-"
@@ -83,29 +85,32 @@ class MemoryChoice:
 
 def choose_memory(requested: str, accepted: Sequence[str], shard_bytes: int, worker_memory: float | None,
                   scratch_free: float | None) -> MemoryChoice:
-    """`auto`: in memory when ~IN_MEMORY_FACTOR x the largest shard fits the memory a worker gets, else
-    external memory where the framework has it and both its memory and its cache (on `scratch_free`)
-    fit; otherwise a ResourceError naming the numbers. A mode the user set is used as it is. Unknown
-    memory or disk (None) is taken to fit."""
+    """`auto`: the first of the framework's modes (`accepted`, in its order of preference) whose memory
+    (FACTORS x the largest raw shard) fits what a worker gets, and for external memory whose cache fits
+    `scratch_free`; otherwise a ResourceError naming the numbers. A mode the user set is used as it is.
+    Unknown memory or disk (None) is taken to fit."""
     if requested != "auto":
         return MemoryChoice(requested, "as set")
-    need = IN_MEMORY_FACTOR * shard_bytes
     has = "unknown" if worker_memory is None else _size(worker_memory)
-    if worker_memory is None or need <= worker_memory:
-        return MemoryChoice("in_memory", f"a {_size(shard_bytes)} raw shard needs ~{_size(need)}; a worker has {has}")
-    anon, disk = EXTERNAL_FACTOR * shard_bytes, CACHE_FACTOR * shard_bytes
-    if "external" in accepted:
-        if anon <= worker_memory and (scratch_free is None or disk <= scratch_free):
-            return MemoryChoice("external", f"a {_size(shard_bytes)} raw shard needs ~{_size(need)} in memory, more "
-                                            f"than a worker's {has}; from external memory ~{_size(anon)}, "
-                                            f"and ~{_size(disk)} of scratch disk")
-        disk_note = "" if scratch_free is None else f" and ~{_size(disk)} of scratch disk ({_size(scratch_free)} free)"
-        fixes = (f"external memory needs ~{_size(anon)}{disk_note}; use more workers (each gets a smaller shard), "
-                 f"nodes with more memory, or a larger TRAINFLOW_SCRATCH disk")
-    else:
-        fixes = "use more workers (each gets a smaller shard), nodes with more memory, or xgboost with memory: external"
-    raise ResourceError(f"A worker's shard ({_size(shard_bytes)} raw float32) needs ~{_size(need)} to train in memory "
-                        f"but a worker has {has}; {fixes}.")
+    first = accepted[0]
+    for mode in accepted:
+        need = FACTORS[mode] * shard_bytes
+        disk = CACHE_FACTOR * shard_bytes if mode == "external" else 0.0
+        if (worker_memory is None or need <= worker_memory) and (scratch_free is None or disk <= scratch_free):
+            why = f"a {_size(shard_bytes)} raw shard needs ~{_size(need)}"
+            if mode != first:
+                why += f" ({first} ~{_size(FACTORS[first] * shard_bytes)}, more than a worker's {has})"
+            elif worker_memory is not None:
+                why += f"; a worker has {has}"
+            return MemoryChoice(mode, why + (f", and ~{_size(disk)} of scratch disk" if disk else ""))
+    needs = ", ".join(f"{m} ~{_size(FACTORS[m] * shard_bytes)}"
+                      + (f" and ~{_size(CACHE_FACTOR * shard_bytes)} of scratch disk" if m == "external" else "")
+                      for m in accepted)
+    free = "" if scratch_free is None or "external" not in accepted else f", the scratch disk {_size(scratch_free)} free"
+    fixes = "use more workers (each gets a smaller shard), nodes with more memory" + (
+        ", or a larger TRAINFLOW_SCRATCH disk" if "external" in accepted else ", or xgboost (memory: external)")
+    raise ResourceError(f"A worker's shard ({_size(shard_bytes)} raw float32) fits none of the memory modes "
+                        f"({needs}): a worker has {has}{free}. Fixes: {fixes}.")
 
 
 def worker_memory(node_memory: Sequence[tuple[float, float]], cpus_per_worker: int) -> float | None:

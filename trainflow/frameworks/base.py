@@ -51,7 +51,8 @@ class Framework:
     default_objective: str = ""
     # rows MLflow needs in the input example (pytorch: 2, so the exported batch size stays dynamic)
     min_example_rows: int = 1
-    # how its workers may hold their shards (trainer.memory; see distributors/memory.py)
+    # how its workers may hold their shards, in order of preference: memory auto takes the first that
+    # fits (trainer.memory; see distributors/memory.py)
     memory_modes: tuple[str, ...] = ("in_memory",)
 
     def task(self, objective: str | None) -> Task:
