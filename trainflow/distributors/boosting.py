@@ -277,7 +277,7 @@ class DistributedBoostingEstimator:
             else:
                 job.progress = own_channel = ProgressChannel()
                 drain = own_channel.drain_to(progress or (lambda line: print(line, flush=True)))
-            if memory == "auto" and choice.mode != "in_memory":  # the unusual choice is said at once
+            if memory == "auto" and choice.mode != self._memory_modes[0]:  # a fallback is said at once
                 job.progress.put(f"worker memory: {choice.mode} ({choice.reason})")
         try:
             job.helpers = self._adapter.begin_fit(job, placement)
