@@ -172,8 +172,10 @@ def test_auto_goes_to_external_memory_when_in_memory_would_not_fit():
 
 
 def test_auto_takes_the_first_mode_of_the_frameworks_preference_that_fits():
-    xgboost = ("low", "in_memory", "external")  # the xgboost plug-in's order
-    assert choose_memory("auto", xgboost, GIB, 16 * GIB, None).mode == "low"
+    xgboost = ("in_memory", "low", "external")  # the xgboost plug-in's order
+    assert choose_memory("auto", xgboost, GIB, 16 * GIB, None).mode == "in_memory"
+    low = choose_memory("auto", xgboost, 10 * GIB, 16 * GIB, None)  # in memory needs 20, low 13.5
+    assert low.mode == "low" and low.reason.startswith("a 10.0 GiB raw shard needs ~13.5 GiB (in_memory ~20.0 GiB")
     assert choose_memory("auto", xgboost, 10 * GIB, 12 * GIB, 100 * GIB).mode == "external"  # low needs 13.5
     with pytest.raises(ResourceError, match="the scratch disk 1.0 GiB free"):  # no disk for external's cache
         choose_memory("auto", xgboost, 10 * GIB, 12 * GIB, 1 * GIB)

@@ -155,7 +155,7 @@ def test_flow_run_has_artifacts_and_progress_logs(first_run, prefect_api):
     messages = [log.message for log in logs]
     assert any(m.startswith("fit [10]") and "eval-rmse" in m for m in messages), messages[:20]
     # trainer.memory auto: the mode chosen for the workers, and why, in the flow log
-    assert any("; worker memory: low (a " in m and "a worker has" in m for m in messages), messages[:20]
+    assert any("; worker memory: in_memory (a " in m and "a worker has" in m for m in messages), messages[:20]
     shown = messages + [f"{a.data} {a.description}" for a in arts]
     assert not [m for m in shown if SECRET in m]
     params = MlflowClient().get_run(first_run.result()["run_id"]).data.params

@@ -3,7 +3,8 @@
 - `in_memory` reads the shard into float32 chunks, then bins them into a QuantileDMatrix (~1.9x the raw
   float32 shard at its peak).
 - `low` (xgboost) streams the shard into the QuantileDMatrix one batch at a time, read again on each of
-  xgboost's passes: the same bins, ~1.2-1.3x, and faster to ingest than holding the chunks.
+  xgboost's passes: the same bins, ~1.2-1.3x, and faster to ingest from Parquet than holding the chunks
+  (a table read in place is queried again on each pass).
 - `external` (xgboost) streams it into an ExtMemQuantileDMatrix whose binned pages live in a cache folder
   on node-local scratch disk (~0.7x; boosting ~1.4x slower).
 - `auto` (the default) takes the first of the plug-in's `memory_modes` (its order of preference) that fits

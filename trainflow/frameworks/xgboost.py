@@ -36,7 +36,7 @@ class XGBoostFramework(BoostingFramework):
     name = "xgboost"
     objectives = OBJECTIVES
     default_objective = "reg:squarederror"
-    memory_modes = ("low", "in_memory", "external")  # auto takes the first that fits
+    memory_modes = ("in_memory", "low", "external")  # auto takes the first that fits
     native_metrics = {"rmse": "rmse", "mae": "mae", "auc": "auc", "logloss": "logloss", "mlogloss": "mlogloss"}
     eval_metric_param = "eval_metric"
 
