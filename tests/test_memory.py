@@ -107,11 +107,11 @@ def test_a_killed_external_memory_worker_resumes_and_its_cache_is_swept(ray_clus
 def test_memory_modes_a_framework_lacks_are_refused_before_any_worker_starts(ray_cluster, data, monkeypatch):
     train, _ = data
     with pytest.raises(ConfigError, match=r"memory='external' is not available for LightGBMEstimator "
-                                          r"\(accepted: in_memory\); external memory trains with xgboost"):
+                                          r"\(accepted: in_memory\); memory external trains with xgboost"):
         LightGBMEstimator(n_estimators=2, memory="external").fit(train, FEATURES, "y")
     with pytest.raises(ConfigError, match=r"memory='disk' is not a memory mode \(accepted: auto, in_memory, low, external\)"):
         XGBEstimator(n_estimators=2, memory="disk").fit(train, FEATURES, "y")
-    with pytest.raises(ConfigError, match=r"memory='low' is not available for LightGBMEstimator"):
+    with pytest.raises(ConfigError, match=r"memory='low' is not available for LightGBMEstimator .*; memory low trains with xgboost"):
         LightGBMEstimator(n_estimators=2, memory="low").fit(train, FEATURES, "y")
     monkeypatch.setenv("TRAINFLOW_SCRATCH", "s3://bucket/cache")
     with pytest.raises(ConfigError, match=r"TRAINFLOW_SCRATCH='s3://bucket/cache' is a URI.*local path"):

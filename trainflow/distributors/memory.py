@@ -39,8 +39,22 @@ def check_memory(mode: object, accepted: tuple[str, ...], who: str) -> str:
         raise ConfigError(f"memory={mode!r} is not a memory mode (accepted: {', '.join(MEMORY_MODES)}).")
     if mode != "auto" and mode not in accepted:
         raise ConfigError(f"memory={mode!r} is not available for {who} (accepted: {', '.join(accepted)}); "
-                          "external memory trains with xgboost.")
+                          f"{frameworks_with(str(mode))}.")
     return str(mode)
+
+
+def frameworks_with(mode: str) -> str:
+    """Which registered frameworks train with memory `mode`, as a sentence for an error message."""
+    from trainflow import frameworks
+
+    having = []
+    for name in frameworks.names():
+        try:
+            if mode in frameworks.get(name).memory_modes:
+                having.append(name)
+        except ConfigError:  # a plug-in that fails to load is reported where a spec names it
+            continue
+    return f"memory {mode} trains with {', '.join(having)}" if having else f"no framework trains with memory {mode}"
 
 
 def scratch_setting() -> str | None:

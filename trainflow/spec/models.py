@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from trainflow import frameworks
 from trainflow.defaults import DEFAULT_CHECKPOINT_EVERY, DEFAULT_DATABASE, DEFAULT_MAX_RESTARTS
+from trainflow.distributors.memory import frameworks_with
 from trainflow.errors import ConfigError
 from trainflow.frameworks.base import Task
 from trainflow.spec.base import _NAME, _REF, _join, _Model, _problems
@@ -300,7 +301,7 @@ class TrainerSpec(_Model):
                                               "with context.report(..., checkpoint=state))"))
         if self.memory != "auto" and self.memory not in plugin.memory_modes:
             found.append(("memory", f"{self.memory!r} is not available for {self.framework} (accepted: "
-                                    f"{_join(plugin.memory_modes)}); external memory trains with xgboost"))
+                                    f"{_join(plugin.memory_modes)}); {frameworks_with(self.memory)}"))
         defaults = ScalingSpec()
         wrong = _GBM_SCALING if torch else _TORCH_SCALING
         for key in wrong:
