@@ -12,8 +12,8 @@ import yaml
 from tests.boosting_cases import xgb_kill_at
 from tests.conftest import fit_within, regression_frame
 from trainflow.distributors.lightgbm import LightGBMEstimator
-from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
 from trainflow.distributors.memory import choose_memory, worker_memory
+from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
 from trainflow.errors import ConfigError, ResourceError
 from trainflow.spec import SpecError
 
@@ -130,7 +130,8 @@ def test_the_pipeline_trains_and_registers_an_external_memory_fit(ray_cluster, w
                                                                   monkeypatch):
     from mlflow import MlflowClient
 
-    from trainflow.pipeline import evaluate, fit, load, plan as plan_step, register
+    from trainflow.pipeline import evaluate, fit, load, register
+    from trainflow.pipeline import plan as plan_step
     from trainflow.spec import parse_spec
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
@@ -207,7 +208,7 @@ def test_auto_refuses_before_any_worker_starts_when_no_worker_has_the_memory(ray
     LightGBM (no external mode) is refused at once, naming the numbers; xgboost falls back to external."""
     import time
 
-    import trainflow.distributors.memory as memory
+    from trainflow.distributors import memory
 
     train, holdout = data
     monkeypatch.setitem(memory.FACTORS, "in_memory", 1e9)
