@@ -21,7 +21,7 @@ class TrainflowRayTaskRunner(RayTaskRunner):
     """RayTaskRunner on trainflow's cluster: RAY_ADDRESS when set, else the embedded loopback Ray."""
 
     def __enter__(self):
-        ensure_cluster()
+        ensure_cluster(check=False)  # the flow body runs the preflight: a refusal fails the run
         return super().__enter__()
 
 
@@ -35,6 +35,7 @@ def training_pipeline(spec: JobSpec, reproduce: dict[str, Any] | None = None) ->
     `reproduce` ({version, data}: what `trainflow reproduce` passes) makes the run refuse data whose
     values differ from the data that version was trained on."""
     spec = parse_spec(spec, source="flow parameter 'spec'")
+    ensure_cluster()  # on an existing cluster: the preflight, before any worker starts
     target = Reproduction.from_dict(reproduce) if reproduce else None
     logger = get_run_logger()
     data = load(spec, target)

@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 from flows.console import show_errors_as_messages_if_asked
 from flows.pipeline import TrainflowRayTaskRunner
 from tasks.score import check_input, publish, record, resolve_model, score
+from trainflow.cluster import ensure_cluster
 from trainflow.pipeline.score import new_run_id
 from trainflow.spec import ScoreSpec, parse_score_spec
 
@@ -22,6 +23,7 @@ def scoring_pipeline(spec: ScoreSpec) -> dict[str, Any]:
 
     The run id is the flow run's id, so a retried or rerun flow run replaces its own output."""
     spec = parse_score_spec(spec, source="flow parameter 'spec'")
+    ensure_cluster()  # on an existing cluster: the preflight, before any worker starts
     logger = get_run_logger()
     run_id = str(flow_run.id) if flow_run.id else new_run_id()
     model = resolve_model(spec)

@@ -84,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     from trainflow.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
+    _ship_with(spec)
     # Before Prefect or Ray start, so Ray workers inherit PREFECT_API_URL; attached while it runs.
     with prefect_server.attach("run") as api:
         return _run_attached(args, spec, api)
@@ -116,6 +117,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from trainflow.registry import tracking_uri
 
     spec, target, overrides = reproduction(args.model, tracking_uri())
+    _ship_with(spec)
     print(f"Reproducing {target.version} with the stored spec" + (f" and {' '.join(overrides)}" if overrides else ""))
     with prefect_server.attach("run") as api:
         return _run_attached(args, spec, api, target.to_dict())
@@ -154,6 +156,13 @@ def _lineage(args: argparse.Namespace) -> int:
         print(f"  reproduces {lin.reproduces}")
     print(f"Rerun it:    trainflow reproduce {found.uri}")
     return 0
+
+
+def _ship_with(spec) -> None:
+    """On an existing cluster, the modules this spec names travel with trainflow's code."""
+    from trainflow.cluster.runtime_env import ship_modules, spec_modules
+
+    ship_modules(spec_modules(spec))
 
 
 def _run_attached(args: argparse.Namespace, spec, api: str, reproduce: dict[str, Any] | None = None) -> int:
@@ -221,6 +230,7 @@ def _validate(args: argparse.Namespace) -> int:
     from trainflow.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
+    _ship_with(spec)
     data = load(spec)  # raises SchemaValidationError with the report
     summary = {"valid": True, "train_rows": data.train_rows, "eval_rows": data.eval_rows,
                "eval_source": data.eval_source}
@@ -237,7 +247,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from flows.console import SHORT_ERRORS_ENV
     from trainflow import prefect_server
-    from trainflow.cluster import ensure_cluster
+    from trainflow.cluster import EMBEDDED_ENV, ensure_cluster
 
     if not args.debug:
         os.environ[SHORT_ERRORS_ENV] = "1"  # read by the flow-run processes that serve starts
@@ -247,11 +257,18 @@ def _serve(args: argparse.Namespace) -> int:
 
             ensure_cluster()  # one embedded Ray for every served run, which connect to it as drivers
             os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+            os.environ[EMBEDDED_ENV] = os.environ["RAY_ADDRESS"]  # served runs: nothing to ship or check
         from prefect import serve
 
-        from flows.deployments import build
+        from flows.deployments import build, load_any, spec_paths
+        from trainflow.cluster.runtime_env import SHIP_MODULES_ENV, spec_modules
 
         deployments = build(args.paths)
+        # Served runs are new processes: on an existing cluster they ship the modules every spec names.
+        named = {m for p in spec_paths(args.paths) for m in spec_modules(load_any(p))}
+        named |= {m for m in os.environ.get(SHIP_MODULES_ENV, "").split(",") if m}
+        if named:
+            os.environ[SHIP_MODULES_ENV] = ",".join(sorted(named))
         _claim(deployments, project_tag())
         ui = api.removesuffix("/api")
         print(f"Serving {len(deployments)} deployment(s) of training-pipeline: "

@@ -44,6 +44,20 @@ class ResourceError(TrainflowError):
     """The cluster cannot provide what the job asks for (workers, CPUs, GPUs) or cannot be reached."""
 
 
+class PreflightError(ResourceError):
+    """The cluster is not ready for a run (version skew, storage a node cannot read, a server a node
+    cannot reach); `problems` holds each finding with its fix. Raised before any worker starts."""
+
+    def __init__(self, problems: list):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"The Ray cluster is not ready for this run ({len(self.problems)} problem(s), found "
+                         f"before any worker started; TRAINFLOW_PREFLIGHT=0 skips this check):\n{lines}")
+
+    def __reduce__(self):
+        return type(self), (self.problems,)
+
+
 class ConfigError(TrainflowError):
     """An argument or spec value is invalid; the message names the field and what is accepted."""
 

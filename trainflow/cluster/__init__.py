@@ -1,7 +1,8 @@
 """Connect to Ray: `RAY_ADDRESS` when set, otherwise an embedded local cluster on 127.0.0.1.
 
 The embedded cluster is started once per process and reused by every fit, so the second fit does not
-pay Ray's start-up again.
+pay Ray's start-up again. An existing cluster gets this project's code and settings with the
+connection (`runtime_env.py`) and is checked before any worker starts (`preflight.py`).
 """
 from __future__ import annotations
 
@@ -18,21 +19,40 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # in bench/, 0.2 s cuts ~3.6 s off every fit. Read by the controller, inherited from this process.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
-import ray  # noqa: E402
+import ray
+
+from trainflow.cluster.preflight import SKIP_ENV, check_cluster
+from trainflow.cluster.runtime_env import job_runtime_env, plan_shipment
+
+# Set by `trainflow serve` next to RAY_ADDRESS when that is its own embedded cluster: nothing to ship or check.
+EMBEDDED_ENV = "TRAINFLOW_EMBEDDED_RAY"
+_unchecked: list[str] = []  # the existing cluster this process connected to, until its preflight passed
 
 
-def ensure_cluster(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+def ensure_cluster(num_cpus: int | None = None, num_gpus: int | None = None, *, check: bool = True) -> None:
     """Make sure this process is connected to Ray; start the embedded cluster if nothing is set.
 
+    On an existing cluster (`RAY_ADDRESS`) the first call with `check` runs the preflight: the flow's
+    task runner connects with `check=False`, so that a refusal fails the flow run, in its body.
     `num_cpus`/`num_gpus` only apply when an embedded cluster is started (tests declare logical GPUs).
     """
-    if ray.is_initialized():
-        return
+    if not ray.is_initialized():
+        _connect(num_cpus, num_gpus)
+    if check and _unchecked:
+        _preflight()
+        _unchecked.clear()
+
+
+def _connect(num_cpus: int | None, num_gpus: int | None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     try:
         if address:
             _probe(address)
-            ray.init(address=address, log_to_driver=_worker_logs(), logging_level="WARNING")
+            remote = os.environ.get(EMBEDDED_ENV) != address
+            runtime_env = _shipment().runtime_env(job_runtime_env()) if remote else None
+            ray.init(address=address, runtime_env=runtime_env or None, log_to_driver=_worker_logs(),
+                     logging_level="WARNING")
+            _unchecked[:] = [address] if remote else []
         else:
             # Ray's default token auth stays on (token generated in ~/.ray on first start); only its
             # notice about that, printed on every start, is hidden.
@@ -52,6 +72,18 @@ def ensure_cluster(num_cpus: int | None = None, num_gpus: int | None = None) -> 
             f"Cannot connect to Ray at {where}: {exc}. Check that the cluster is running and reachable "
             "(`ray status`), or unset RAY_ADDRESS to use the embedded local cluster."
         ) from exc
+
+
+def _shipment():
+    shipment = plan_shipment()
+    logging.getLogger("trainflow").info("Connecting to RAY_ADDRESS: %s", shipment.describe())
+    return shipment
+
+
+def _preflight() -> None:
+    """Check the cluster before any worker starts (again on the next call while it is not ready)."""
+    if os.environ.get(SKIP_ENV, "1").strip().lower() not in ("0", "false", "no"):
+        check_cluster()
 
 
 def _probe(address: str, timeout_s: float = 5.0) -> None:

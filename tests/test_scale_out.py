@@ -1,0 +1,122 @@
+"""`trainflow run` against an existing multi-node Ray cluster (`RAY_ADDRESS`): the project's code and the
+modules a spec names travel with the run, every node is checked first, and a bad setup is refused
+before any worker starts. The cluster is two raylets on this host (`ray.cluster_utils.Cluster`)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTORCH_SPEC = ROOT / "deployments" / "specs" / "credit_risk_pytorch.yaml"
+TRAINFLOW = str(Path(sys.executable).with_name("trainflow"))
+
+# Starts two raylets (1 CPU each), runs each command against them with RAY_ADDRESS, stops them.
+ON_CLUSTER = textwrap.dedent(
+    """
+    import json, os, subprocess, sys
+    from ray.cluster_utils import Cluster
+
+    out, commands = sys.argv[1], json.loads(sys.argv[2])
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    results = []
+    try:
+        for cmd in commands:
+            env = {**os.environ, **cmd["env"], "RAY_ADDRESS": cluster.address}
+            done = subprocess.run(cmd["argv"], cwd=cmd["cwd"], env=env, capture_output=True, text=True,
+                                  timeout=420)
+            results.append({"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr})
+    finally:
+        with open(out, "w") as fh:
+            json.dump(results, fh)
+        cluster.shutdown()
+    """
+)
+
+# A user's training module outside the project and outside the nodes' Python path: it can only reach
+# a Ray worker through the run's runtime environment. On each worker it says where it was loaded from.
+TRAIN_MODULE = textwrap.dedent(
+    """
+    import json, os
+
+    from trainflow.examples.credit_mlp import train_func as example
+
+
+    def train_func():
+        import ray
+        import trainflow
+        from trainflow.distributors.pytorch import get_context
+
+        ctx = get_context()
+        with open(os.path.join(os.environ["PROBE_OUT"], f"rank{ctx.get_rank()}.json"), "w") as fh:
+            json.dump({"node": ray.get_runtime_context().get_node_id(), "node_rank": ctx.get_node_rank(),
+                       "module_file": __file__, "trainflow_file": trainflow.__file__}, fh)
+        example()
+    """
+)
+
+
+def _project(tmp_path: Path, warehouse: Path) -> tuple[Path, dict]:
+    """A user's project folder: a PyTorch spec naming `train_func` in src/mytrain.py, and its settings."""
+    project, probes = tmp_path / "project", tmp_path / "probes"
+    (project / "src").mkdir(parents=True)
+    probes.mkdir()
+    (project / "src" / "mytrain.py").write_text(TRAIN_MODULE)
+    spec = yaml.safe_load(PYTORCH_SPEC.read_text())
+    spec.pop("schedule")
+    spec["name"] = spec["register"]["model_name"] = "cluster-run"
+    spec["trainer"]["train_func"] = "mytrain:train_func"
+    spec["trainer"]["hyper_params"]["epochs"] = "3"
+    spec["trainer"]["scaling"] = {"num_nodes": 2, "num_workers_per_node": 1, "num_cpus": 1, "num_gpus": 0}
+    spec["data"]["train"]["database"] = spec["data"]["eval"]["database"] = str(warehouse)
+    (project / "spec.yaml").write_text(yaml.safe_dump(spec))
+    env = {"PYTHONPATH": str(project / "src"),  # the driver's only: the raylets were started without it
+           "PROBE_OUT": str(probes), "TRAINFLOW_SHIP_ENV": "PROBE_OUT",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "TRAINFLOW_STORAGE": str(tmp_path / "runs"), "TRAINFLOW_ARTIFACTS": str(tmp_path / "artifacts")}
+    return project, env
+
+
+def _on_cluster(tmp_path: Path, commands: list[dict]) -> list[dict]:
+    out = tmp_path / "results.json"
+    env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"))
+    for name in ("RAY_ADDRESS", "PYTHONPATH"):
+        env.pop(name, None)
+    subprocess.run([sys.executable, "-c", ON_CLUSTER, str(out), json.dumps(commands)], env=env, check=True,
+                   timeout=900, cwd=tmp_path)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow  # two raylets and two CLI runs
+def test_a_pytorch_run_on_a_two_node_cluster_ships_its_code_and_a_bad_setup_is_refused(tmp_path, warehouse,
+                                                                                   prefect_api):
+    project, env = _project(tmp_path, warehouse)
+    good = {"argv": [TRAINFLOW, "run", "spec.yaml", "--json"], "cwd": str(project), "env": env}
+    unreachable = dict(good, env={**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9/"})  # discard port: closed
+    ok, refused = _on_cluster(tmp_path, [good, unreachable])
+
+    assert ok["rc"] == 0, ok["stdout"][-3000:] + ok["stderr"][-3000:]
+    result = json.loads(ok["stdout"].strip().splitlines()[-1])
+    assert result["version"] == "1" and result["metrics"]["rmse"] < 0.3
+    # Each rank ran on its own node, with the user's module and trainflow from the run's runtime
+    # environment: not from the driver's PYTHONPATH or checkout, which the nodes do not have.
+    ranks = [json.loads((tmp_path / "probes" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["node"] != ranks[1]["node"] and sorted(r["node_rank"] for r in ranks) == [0, 1]
+    for r in ranks:
+        assert "runtime_resources" in r["module_file"] and "runtime_resources" in r["trainflow_file"], r
+
+    # MLflow at a closed port: refused by the preflight with the fix, before any worker started.
+    assert refused["rc"] != 0
+    text = refused["stdout"] + refused["stderr"]
+    assert "The Ray cluster is not ready for this run" in text
+    assert "MLFLOW_TRACKING_URI=http://127.0.0.1:9/ is not reachable from node(s)" in text
+    assert "mlflow server --host 0.0.0.0" in text and "Traceback" not in text
