@@ -120,3 +120,79 @@ def test_a_pytorch_run_on_a_two_node_cluster_ships_its_code_and_a_bad_setup_is_r
     assert "The Ray cluster is not ready for this run" in text
     assert "MLFLOW_TRACKING_URI=http://127.0.0.1:9/ is not reachable from node(s)" in text
     assert "mlflow server --host 0.0.0.0" in text and "Traceback" not in text
+
+
+# Three 1-CPU nodes and a head with none: a 2-worker fit, then rank 0's whole node is removed (its
+# raylet and every process on it) at round 25; the fit must resume from its checkpoint elsewhere.
+NODE_LOSS = textwrap.dedent(
+    """
+    import json, os, sys, threading, time
+    import numpy as np
+    import ray
+    from ray.cluster_utils import Cluster
+
+    out = sys.argv[1]
+    marker = out + ".node"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+
+    import xgboost as xgb
+    from tests.conftest import regression_frame
+    from trainflow.data import DataConnector
+    from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
+
+    def stall_at(at, marker):
+        class Stall(xgb.callback.TrainingCallback):
+            trainflow_resumable = True
+
+            def after_iteration(self, model, epoch, evals_log):
+                if model.num_boosted_rounds() == at and not os.path.exists(marker):
+                    with open(marker, "w") as fh:  # says which node to take away, then waits for it
+                        fh.write(ray.get_runtime_context().get_node_id())
+                    time.sleep(300)
+                return False
+        return Stall()
+
+    removed = []
+    def remove_when_asked():
+        deadline = time.monotonic() + 600
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        node_id = open(marker).read()
+        node = next(n for n in workers if n.node_id == node_id)
+        cluster.remove_node(node, allow_graceful=False)
+        removed.append(node_id)
+    threading.Thread(target=remove_when_asked, daemon=True).start()
+
+    frame, holdout = regression_frame(4000, seed=5), regression_frame(1000, seed=6)
+    features = ["f0", "f1", "f2", "f3"]
+    kw = dict(n_estimators=40, params={"max_depth": 4}, checkpoint_every=10, scaling_config=XGBScalingConfig(num_workers=2))
+    start = time.perf_counter()
+    est = XGBEstimator(callbacks=[stall_at(25, marker)], **kw)
+    booster = est.fit(DataConnector.from_dataframe(frame), features, "y", eval_set=DataConnector.from_dataframe(holdout))
+    took = time.perf_counter() - start
+    x, y = holdout[features].to_numpy(), holdout["y"].to_numpy()
+    whole = XGBEstimator(**kw).fit(DataConnector.from_dataframe(frame), features, "y")
+    rmse = lambda b: float(np.sqrt(np.mean((b.inplace_predict(x) - y) ** 2)))
+    with open(out, "w") as fh:
+        json.dump({"removed": removed, "rounds": booster.num_boosted_rounds(), "rmse": rmse(booster),
+                   "whole_rmse": rmse(whole), "history": len(est.get_eval_results()["eval"]["rmse"]),
+                   "alive": len([n for n in ray.nodes() if n["Alive"]]), "seconds": took}, fh)
+    ray.shutdown()
+    cluster.shutdown()
+    """
+)
+
+
+@pytest.mark.slow  # four raylets, a node removed mid-fit
+def test_a_fit_survives_losing_a_whole_node_and_resumes_on_another(tmp_path):
+    out = tmp_path / "node-loss.json"
+    env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"))
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([sys.executable, "-c", NODE_LOSS, str(out)], check=True, env=env, timeout=800, cwd=ROOT)
+    result = json.loads(out.read_text())
+    assert len(result["removed"]) == 1 and result["alive"] == 3  # head + the two nodes left
+    assert result["rounds"] == 40 and result["history"] == 40  # resumed from round 20, every round once
+    assert result["rmse"] <= 1.001 * result["whole_rmse"], result

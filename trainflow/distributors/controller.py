@@ -91,6 +91,8 @@ def run_fit(job: WorkerJob, placement: Placement, max_restarts: int, name: str,
                 decision = after_failure(outcome, attempt, max_restarts)
                 if decision != RESTART:
                     raise decision from (None if decision is outcome.error else outcome.error)
+                if outcome.lost:
+                    reservation.settle()  # its node may be gone: restart once Ray knows
                 attempt += 1
                 resume = job.checkpoints.latest() or start
     finally:

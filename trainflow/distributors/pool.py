@@ -221,8 +221,21 @@ def pool_name() -> str:
 
 
 def _pool():
+    # On the head node: the pool owns every warm worker, which Ray ends with it, and the head going
+    # is the cluster going. Any node when the head takes no actors.
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    head = _head_node()
+    where = {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=True)} if head else {}
     return _pool_cls().options(name=pool_name(), namespace=NAMESPACE, lifetime="detached",
-                               get_if_exists=True).remote(idle_timeout_s())
+                               get_if_exists=True, **where).remote(idle_timeout_s())
+
+
+def _head_node() -> str | None:
+    import ray
+
+    return next((n["NodeID"] for n in ray.nodes()
+                 if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})), None)
 
 
 def prewarm(num_workers: int, use_gpu: bool) -> None:
@@ -317,6 +330,30 @@ class Reservation:
         by_bundle = placement_group_table(self.group)["bundles_to_node_id"]
         return [by_bundle[i] for i in range(self.num_workers)]
 
+    def settle(self, timeout_s: float = 60.0) -> None:
+        """After a worker was lost: wait until each bundle's node answers or is known to be dead.
+        Ray takes seconds to notice a dead node; a restart leased there meanwhile fails at once, and
+        would use up the fit's restarts. Bounded: on a slow cluster the restart goes ahead anyway."""
+        import time
+
+        import ray
+        from ray.exceptions import RayError
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = set(self.nodes())
+        probe = ray.remote(num_cpus=0, max_retries=0)(_node_of_this_process)
+        refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(): n
+                for n in nodes}
+        deadline = time.monotonic() + timeout_s
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+        answered = set()
+        for ref in ready:
+            with contextlib.suppress(RayError):
+                answered.add(ray.get(ref))
+        doubtful = nodes - answered
+        while doubtful & _alive_nodes() and time.monotonic() < deadline:
+            time.sleep(0.2)  # Ray offers no event for "declared dead"
+
     @contextlib.contextmanager
     def gang(self) -> Iterator[Gang]:
         """Workers for one attempt; afterwards pool workers go back idle (or are killed if lost)."""
@@ -376,15 +413,46 @@ class Reservation:
 
 
 def _wait_placed(group: Any, num_workers: int, cpus: int, use_gpu: bool) -> None:
+    import time
+
     from trainflow.waiting import TIMEOUT_ENV, task_timeout_s
 
     timeout = task_timeout_s()
-    if not group.wait(timeout_seconds=timeout):
+    deadline = time.monotonic() + timeout
+    if not (group.wait(timeout_seconds=timeout) and _on_alive_nodes(group, deadline)):
         raise ResourceError(
             f"Gave up after {timeout:g}s waiting for {num_workers} worker(s) with {cpus} CPU(s)"
             f"{' and 1 GPU' if use_gpu else ''} each: other work holds the cluster's CPUs (see `ray status`). "
             f"Free them, add nodes, or raise {TIMEOUT_ENV}."
         )
+
+
+def _on_alive_nodes(group: Any, deadline: float) -> bool:
+    """Whether every bundle is on an alive node, waiting until `deadline`. After a node is lost Ray
+    moves its bundles elsewhere, but `wait()` answers from the first placement: the table tells."""
+    import time
+
+    from ray.util.placement_group import placement_group_table
+
+    while True:
+        table = placement_group_table(group)
+        if table.get("state") == "CREATED" and set(table["bundles_to_node_id"].values()) <= _alive_nodes():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)  # Ray offers no event for "rescheduled"
+
+
+def _alive_nodes() -> set[str]:
+    import ray
+
+    return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+
+
+def _node_of_this_process() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def _acquire(pool: Any, nodes: list[str], token: Any) -> list[tuple[int, Any]]:
@@ -397,7 +465,7 @@ def _address(worker: Any) -> WorkerAddress:
 
 
 def lost_errors() -> tuple[type[BaseException], ...]:
-    """What Ray raises when a worker process (or the pool) is gone."""
-    from ray.exceptions import RayActorError
+    """What Ray raises when a worker process (or the pool) is gone, or cannot start where its node was."""
+    from ray.exceptions import ActorUnschedulableError, RayActorError
 
-    return (RayActorError,)
+    return (RayActorError, ActorUnschedulableError)
