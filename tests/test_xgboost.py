@@ -149,8 +149,9 @@ def test_native_worker_errors_are_summarised():
         (XGBScalingConfig(num_workers=1, num_cpu_per_worker=8), "8 CPU"),
         (XGBScalingConfig(use_gpu=True), "no GPUs"),
         (XGBScalingConfig(num_workers=0), "num_workers=0"),
+        ({"num_workers": 2}, r"scaling_config=\{'num_workers': 2\} is a dict.*XGBScalingConfig\(num_workers=2\)"),
     ],
-    ids=["workers", "cpus", "gpus", "zero"],
+    ids=["workers", "cpus", "gpus", "zero", "a-dict"],
 )
 def test_unsatisfiable_resources_fail_within_seconds(ray_cluster, holdout, scaling, match):
     start = time.perf_counter()

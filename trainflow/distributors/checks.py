@@ -6,7 +6,7 @@ from typing import Any
 
 from trainflow.data.connector import DataConnector
 from trainflow.distributors.placement import ScalingRequest
-from trainflow.errors import ConfigError, DataError
+from trainflow.errors import ConfigError, DataError, InvalidArgument
 
 
 def check_columns_args(input_cols: Sequence[str], label_col: str) -> tuple[list[str], str]:
@@ -51,4 +51,8 @@ def as_connector(data: Any, what: str) -> DataConnector:
 
 
 def as_request(config: Any) -> ScalingRequest:
+    if not all(hasattr(config, name) for name in ("num_workers", "num_cpu_per_worker", "use_gpu")):
+        raise InvalidArgument(
+            f"scaling_config={config!r} is a {type(config).__name__}: pass the estimator's scaling config, e.g. "
+            "XGBScalingConfig(num_workers=2) or LightGBMScalingConfig(num_workers=2) (-1 sizes from the cluster).")
     return ScalingRequest(config.num_workers, config.num_cpu_per_worker, config.use_gpu)
