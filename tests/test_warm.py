@@ -309,7 +309,8 @@ MULTI_NODE = textwrap.dedent(
     est.fit(frame, features, "y")  # default scaling: one worker per node
     plain = xgb.train({"max_depth": 4, "tree_method": "hist", "nthread": 1}, xgb.DMatrix(x, label=y), 20)
     rmse = lambda p: float(np.sqrt(np.mean((p - y) ** 2)))
-    lgb = LightGBMEstimator(n_estimators=20).fit(frame, features, "y")
+    # rows sorted by a feature: each node's shard holds another range of f0, so bins must be global
+    lgb = LightGBMEstimator(n_estimators=20).fit(frame.sort_values("f0").reset_index(drop=True), features, "y")
     import lightgbm
     plain_lgb = lightgbm.train({"objective": "regression", "verbosity": -1, "num_threads": 1},
                                lightgbm.Dataset(x, label=y), 20)
