@@ -314,9 +314,33 @@ def failing_train_func():
 
 
 def test_user_exception_becomes_training_error_naming_rank(ray_cluster, tmp_path):
+    # no restarts: each would fail the same way (test_pytorch_restarts_are_bounded covers restarts)
     with pytest.raises(TrainingError, match=r"rank 1.*learning rate 'abc' is not a number"):
-        PyTorchDistributor(failing_train_func, PyTorchScalingConfig(num_workers_per_node=2)).run(
+        PyTorchDistributor(failing_train_func, PyTorchScalingConfig(num_workers_per_node=2), max_restarts=0).run(
             artifact_stage_location=str(tmp_path))
+
+
+def test_what_train_func_prints_or_warns_reaches_the_progress_lines_rate_limited(ray_cluster, tmp_path):
+    """Prefect does not see Ray workers' output (prefect#14494): prints and warnings of train_func go
+    to the run's progress lines (the flow-run log in the pipeline), a burst and then a steady rate."""
+    def chatty():
+        import warnings
+
+        from trainflow.distributors.pytorch import get_context
+
+        print(f"hello from rank {get_context().get_rank()}")
+        warnings.warn("learning rate looks high", UserWarning, stacklevel=1)
+        for i in range(500):
+            print(f"step {i}")
+
+    lines: list[str] = []
+    PyTorchDistributor(chatty, PyTorchScalingConfig(num_workers_per_node=1), max_restarts=0).run(
+        artifact_stage_location=str(tmp_path), progress=lines.append)
+    assert lines[0] == "rank 0: hello from rank 0", lines[:5]
+    assert lines[1].startswith("rank 0: UserWarning: learning rate looks high"), lines[:5]
+    assert lines[2:4] == ["rank 0: step 0", "rank 0: step 1"]
+    assert "not shown here: over the rate limit" in lines[-1]
+    assert 50 <= len(lines) < 150, lines[-3:]
 
 
 @pytest.mark.parametrize(
@@ -538,6 +562,7 @@ GPU_PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # its own Ray with logical GPUs and a Ray Train run
 def test_gpu_placement_pytorch_on_logical_gpus(tmp_path):
     """num_gpus=1 × 2 workers on a 2-GPU cluster: distinct GPU ids, cuda:<local_rank>, nccl decided."""
     env = dict(os.environ)

@@ -53,6 +53,7 @@ How it works
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import inspect
@@ -77,6 +78,7 @@ from trainflow.distributors.torch_context import (
 )
 from trainflow.distributors.torch_device import backend_for, device_for
 from trainflow.distributors.torch_storage import Location, copy_tree, resolve_location
+from trainflow.distributors.worker_output import forward_output
 from trainflow.errors import ConfigError, ResourceError, TrainingError
 
 logger = logging.getLogger(__name__)
@@ -284,8 +286,9 @@ def _worker_loop(job: _WorkerJob) -> dict[str, Any]:
         checkpointer=functools.partial(_save_checkpoint, rank),
         resume=_read_resume(checkpoint) if checkpoint is not None else None,
     )
+    forwarded = forward_output(job.progress.put, rank) if job.progress is not None else contextlib.nullcontext()
     try:
-        with active(context), tolerate_user_process_group_init():
+        with active(context), tolerate_user_process_group_init(), forwarded:
             if takes_config(job.train_func):
                 job.train_func(dict(job.hyper_params))  # Snowflake 2.6+ style: train_func(config)
             else:
