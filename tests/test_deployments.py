@@ -54,8 +54,11 @@ def served(tmp_path_factory, warehouse):
         env = dict(os.environ, PREFECT_API_URL=url, MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db")
         env.pop("RAY_ADDRESS", None)
         log = open(root / "serve.log", "w")
+        # SIGINT as a terminal delivers it: a suite started in the background (nohup, `&`) passes
+        # SIGINT ignored to its children, and `trainflow serve` would then rightly not stop on it
         proc = subprocess.Popen([sys.executable, "-m", "trainflow.cli", "serve", str(specs)], cwd=root, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with temporary_settings({PREFECT_API_URL: url}):
