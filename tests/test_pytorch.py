@@ -320,6 +320,20 @@ def test_user_exception_becomes_training_error_naming_rank(ray_cluster, tmp_path
             artifact_stage_location=str(tmp_path))
 
 
+def test_metrics_sent_with_ray_train_report_reach_the_result(ray_cluster, tmp_path):
+    """A train_func written for Ray Train keeps calling ray.train.report: the metrics are the result's."""
+    def ray_style(config):
+        import ray.train
+
+        for step in range(3):
+            ray.train.report({"loss": 1.0 / (step + 1), "lr": config["lr"]})
+
+    result = PyTorchDistributor(ray_style, PyTorchScalingConfig(num_workers_per_node=2), max_restarts=0).run(
+        artifact_stage_location=str(tmp_path), hyper_params={"lr": "0.1"})
+    assert result.get_metrics() == {"loss": 1.0 / 3, "lr": "0.1"}
+    assert [m["loss"] for m in result.get_metrics_history()] == [1.0, 0.5, 1.0 / 3]
+
+
 def test_what_train_func_prints_or_warns_reaches_the_progress_lines_rate_limited(ray_cluster, tmp_path):
     """Prefect does not see Ray workers' output (prefect#14494): prints and warnings of train_func go
     to the run's progress lines (the flow-run log in the pipeline), a burst and then a steady rate."""

@@ -268,6 +268,25 @@ def _node_ranks(ctx) -> tuple[int, int, int]:
     return node_rank, local_rank, local_world
 
 
+@contextlib.contextmanager
+def _ray_reports_recorded(context: TrainingContext):
+    """A train_func written for Ray Train calls `ray.train.report(metrics, ...)`: its metrics also
+    reach the result's `get_metrics()`, and the call still goes to Ray Train as written."""
+    import ray.train
+
+    original = ray.train.report
+
+    def report(metrics: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        context.report(metrics)
+        return original(metrics, *args, **kwargs)
+
+    ray.train.report = report
+    try:
+        yield
+    finally:
+        ray.train.report = original
+
+
 def _worker_loop(job: _WorkerJob) -> dict[str, Any]:
     """Ray Train's train_loop_per_worker: set up the context (resuming from the latest checkpoint
     after a restart), run train_func, checkpoint rank 0's model folder."""
@@ -288,7 +307,7 @@ def _worker_loop(job: _WorkerJob) -> dict[str, Any]:
     )
     forwarded = forward_output(job.progress.put, rank) if job.progress is not None else contextlib.nullcontext()
     try:
-        with active(context), tolerate_user_process_group_init(), forwarded:
+        with active(context), tolerate_user_process_group_init(), forwarded, _ray_reports_recorded(context):
             if takes_config(job.train_func):
                 job.train_func(dict(job.hyper_params))  # Snowflake 2.6+ style: train_func(config)
             else:
