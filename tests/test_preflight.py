@@ -105,10 +105,11 @@ def test_the_shipment_carries_the_project_the_named_modules_and_absolute_setting
 
 def test_no_code_when_the_nodes_image_has_it_and_a_ray_jobs_own_environment_wins():
     assert plan_shipment({"TRAINFLOW_SHIP_CODE": "0"}).py_modules == ()
-    shipment = plan_shipment({"PREFECT_API_URL": "http://p/api", "MLFLOW_TRACKING_URI": "http://m"})
+    shipment = plan_shipment({"PREFECT_API_URL": "http://p/api", "MLFLOW_TRACKING_URI": "http://m",
+                              "TRAINFLOW_ARTIFACTS": "s3://a"})
     job = {"py_modules": ["s3://bucket/code.zip"], "env_vars": {"PREFECT_API_URL": "http://job/api"}}
     env = shipment.runtime_env(job)
-    assert "py_modules" not in env and env["env_vars"] == {"MLFLOW_TRACKING_URI": "http://m"}
+    assert "py_modules" not in env and env["env_vars"] == {"MLFLOW_TRACKING_URI": "http://m", "TRAINFLOW_ARTIFACTS": "s3://a"}
     assert json.dumps(env)  # what ray.init receives is plain data
 
 
@@ -121,6 +122,15 @@ def test_spec_modules_are_the_schema_class_and_the_train_func():
     assert spec_modules(spec) == ["myschemas.credit", "mytrain.loops"]
 
 
-@pytest.mark.parametrize("setting", ["TRAINFLOW_STORAGE", "TRAINFLOW_SCRATCH"])
+@pytest.mark.parametrize("setting", ["TRAINFLOW_STORAGE", "TRAINFLOW_SCRATCH", "TRAINFLOW_ARTIFACTS"])
 def test_a_uri_setting_is_passed_as_is(setting):
-    assert plan_shipment({setting: "s3://b/x"}).env_vars == {setting: "s3://b/x"}
+    assert plan_shipment({setting: "s3://b/x"}).env_vars[setting] == "s3://b/x"
+
+
+def test_trainflows_relative_defaults_reach_the_workers_resolved(tmp_path, monkeypatch):
+    """A worker's working folder is not the driver's: the default MLflow file and artifact folder
+    are sent as absolute paths of the driver's working folder."""
+    monkeypatch.chdir(tmp_path)
+    env_vars = plan_shipment({}).env_vars
+    assert env_vars == {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                        "TRAINFLOW_ARTIFACTS": str(tmp_path / ".trainflow" / "artifacts")}

@@ -29,6 +29,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from trainflow import frameworks
+from trainflow.defaults import default_tracking_uri
 from trainflow.errors import ConfigError, RegistryError
 from trainflow.frameworks import Framework
 from trainflow.lineage.record import RunLineage
@@ -41,9 +42,8 @@ _BAD_METRIC_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
 def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` if set, else a SQLite file in the working dir (the ./mlruns file store
-    is refused by MLflow 3.17 for the registry, so it is never the default)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
+    """`MLFLOW_TRACKING_URI` if set, else trainflow's default (a SQLite file in the working dir)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
 @dataclass(frozen=True)

@@ -162,12 +162,12 @@ def storage_locations(environ: Mapping[str, str]) -> list[tuple[str, str]]:
         ARTIFACTS_ENV,
         DEFAULT_ARTIFACT_LOCATION,
     )
-    from trainflow.registry import tracking_uri
+    from trainflow.defaults import default_tracking_uri
 
     out = [(STORAGE_ENV if environ.get(STORAGE_ENV) else f"{STORAGE_ENV} (unset: a temp folder)", storage_root()),
            (ARTIFACTS_ENV if environ.get(ARTIFACTS_ENV) else f"{ARTIFACTS_ENV} (unset: .trainflow/artifacts)",
             environ.get(ARTIFACTS_ENV) or os.path.abspath(DEFAULT_ARTIFACT_LOCATION))]
-    uri = environ.get("MLFLOW_TRACKING_URI") or tracking_uri()
+    uri = environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
     if uri.startswith("sqlite:///"):  # the registry file itself: read by scoring workers
         out.append(("MLFLOW_TRACKING_URI" if environ.get("MLFLOW_TRACKING_URI") else
                     "MLFLOW_TRACKING_URI (unset: a SQLite file in the working folder)",

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainflow.defaults import default_tracking_uri
+from trainflow.distributors.torch_storage import DEFAULT_ARTIFACT_LOCATION
+
 SHIP_CODE_ENV = "TRAINFLOW_SHIP_CODE"  # "0": the nodes' image has this project installed
 SHIP_MODULES_ENV = "TRAINFLOW_SHIP_MODULES"  # more modules to ship, comma-separated
 SHIP_ENV_ENV = "TRAINFLOW_SHIP_ENV"  # more environment variables to pass on, comma-separated
@@ -75,6 +78,9 @@ def plan_shipment(environ: Mapping[str, str] | None = None, modules: Iterable[st
         value = environ.get(name)
         if value:
             env_vars[name] = value if "://" in value else os.path.abspath(os.path.expanduser(value))
+    # trainflow's own defaults are relative to the driver's working folder: workers get them resolved
+    env_vars.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri())
+    env_vars.setdefault("TRAINFLOW_ARTIFACTS", os.path.abspath(DEFAULT_ARTIFACT_LOCATION))
     env_vars.update({n: environ[n] for n in _names(environ.get(SHIP_ENV_ENV, "")) if environ.get(n)})
     if environ.get(SHIP_CODE_ENV, "1").strip().lower() in ("0", "false", "no"):
         return Shipment((), env_vars)
