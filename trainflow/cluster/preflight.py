@@ -157,12 +157,12 @@ def check_cluster(environ: Mapping[str, str] | None = None) -> list[NodeReport]:
 
 def storage_locations(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     """(setting, root) for every storage the driver and the workers share."""
+    from trainflow.defaults import default_tracking_uri
     from trainflow.distributors.checkpoint import STORAGE_ENV, storage_root
     from trainflow.distributors.torch_storage import (
         ARTIFACTS_ENV,
         DEFAULT_ARTIFACT_LOCATION,
     )
-    from trainflow.defaults import default_tracking_uri
 
     out = [(STORAGE_ENV if environ.get(STORAGE_ENV) else f"{STORAGE_ENV} (unset: a temp folder)", storage_root()),
            (ARTIFACTS_ENV if environ.get(ARTIFACTS_ENV) else f"{ARTIFACTS_ENV} (unset: .trainflow/artifacts)",
