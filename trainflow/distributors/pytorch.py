@@ -280,6 +280,7 @@ def _ray_reports_recorded(context: TrainingContext):
         context.report(metrics)
         return original(metrics, *args, **kwargs)
 
+    report.__wrapped__ = original  # trainflow's own reports (context.report's checkpoints) go straight to Ray
     ray.train.report = report
     try:
         yield
@@ -328,8 +329,9 @@ def _save_checkpoint(rank: int, metrics: dict[str, Any], state: Any, history: li
     import ray.train
     import torch
 
+    report = getattr(ray.train.report, "__wrapped__", ray.train.report)  # not recorded twice
     if rank != 0:
-        ray.train.report(metrics, checkpoint=None)
+        report(metrics, checkpoint=None)
         return
     with tempfile.TemporaryDirectory(prefix="trainflow-checkpoint-") as folder:
         path = os.path.join(folder, STATE_FILE)
@@ -337,7 +339,7 @@ def _save_checkpoint(rank: int, metrics: dict[str, Any], state: Any, history: li
         _check_loadable(path)
         with open(os.path.join(folder, HISTORY_FILE), "w") as fh:
             json.dump(history, fh)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 _STATE_CHECKED = False
