@@ -50,8 +50,8 @@ def test_storage_a_node_cannot_read_names_the_setting_and_the_shared_fix():
 
 
 def test_the_default_storage_tells_which_variable_to_set():
-    default = Location("TRAINFLOW_STORAGE (unset: a temp folder)", "/tmp/trainflow-runs", "/tmp/p", "x")
-    (problem,) = judge(DRIVER, [node("10.0.0.2", unreadable={default.setting: "missing"})], {}, [default], [])
+    default = Location("TRAINFLOW_STORAGE", "/tmp/trainflow-runs", "/tmp/p", "x", default="a temp folder")
+    (problem,) = judge(DRIVER, [node("10.0.0.2", unreadable={default.variable: "missing"})], {}, [default], [])
     assert "unset: a temp folder" in problem.what and problem.fix.startswith("set TRAINFLOW_STORAGE to")
 
 

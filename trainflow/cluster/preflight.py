@@ -29,10 +29,15 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 class Location:
     """A storage location the run's workers and driver share, and the probe file the driver wrote there."""
 
-    setting: str  # e.g. TRAINFLOW_STORAGE, or "checkpoints (default)"
+    variable: str  # e.g. TRAINFLOW_STORAGE
     root: str  # a local path or a URI
     probe: str  # the probe file's path/URI under root
     token: str  # what the probe file holds
+    default: str = ""  # what the root is when the variable is unset ("" when it is set)
+
+    @property
+    def label(self) -> str:
+        return f"{self.variable} (unset: {self.default})" if self.default else self.variable
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class NodeReport:
     address: str
     python: str
     versions: Mapping[str, str | None]
-    unreadable: Mapping[str, str] = field(default_factory=dict)  # setting -> why
+    unreadable: Mapping[str, str] = field(default_factory=dict)  # variable -> why
     unreachable: Mapping[str, str] = field(default_factory=dict)  # service name -> why
 
 
@@ -83,13 +88,13 @@ def judge(driver: NodeReport, reports: Sequence[NodeReport], silent: Mapping[str
                     f"Node {r.address} has {pkg} {theirs or '(not installed)'}, the driver {pkg} {mine}.",
                     f"install the project's pins on every node (pip install '{pkg}=={mine}')."))
     for loc in locations:
-        bad = sorted({r.address for r in reports if loc.setting in r.unreadable})
+        bad = sorted({r.address for r in reports if loc.variable in r.unreadable})
         if bad:
-            why = next(r.unreadable[loc.setting] for r in reports if loc.setting in r.unreadable)
+            why = next(r.unreadable[loc.variable] for r in reports if loc.variable in r.unreadable)
             problems.append(Problem(
-                f"{loc.setting} is {loc.root!r}, but a file the driver wrote there is not readable on "
+                f"{loc.label} is {loc.root!r}, but a file the driver wrote there is not readable on "
                 f"node(s) {', '.join(bad)} ({why}): it is local to the driver's machine.",
-                f"set {_setting_name(loc.setting)} to storage every node and the driver share "
+                f"set {loc.variable} to storage every node and the driver share "
                 "(s3://..., gs://..., or a shared mount such as NFS at the same path on every machine)."))
     remote = sorted({r.address for r in reports if r.address != driver.address})
     for svc in services:
@@ -104,10 +109,6 @@ def judge(driver: NodeReport, reports: Sequence[NodeReport], silent: Mapping[str
                 f"{svc.name}={svc.url} is this machine's loopback address; node(s) {', '.join(remote)} "
                 "are other machines and cannot reach it.", _service_fix(svc)))
     return problems
-
-
-def _setting_name(setting: str) -> str:
-    return setting.split(" ", 1)[0]  # "TRAINFLOW_STORAGE (unset: ...)" -> the variable to set
 
 
 def _service_fix(svc: Service) -> str:
@@ -155,23 +156,22 @@ def check_cluster(environ: Mapping[str, str] | None = None) -> list[NodeReport]:
     return reports
 
 
-def storage_locations(environ: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(setting, root) for every storage the driver and the workers share."""
+def storage_locations(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(variable, root, what the root is when the variable is unset or "") for every storage the
+    driver and the workers share."""
     from trainflow.defaults import default_tracking_uri
     from trainflow.distributors.checkpoint import STORAGE_ENV, storage_root
-    from trainflow.distributors.torch_storage import (
-        ARTIFACTS_ENV,
-        DEFAULT_ARTIFACT_LOCATION,
-    )
+    from trainflow.distributors.torch_storage import ARTIFACTS_ENV, artifact_root
 
-    out = [(STORAGE_ENV if environ.get(STORAGE_ENV) else f"{STORAGE_ENV} (unset: a temp folder)", storage_root()),
-           (ARTIFACTS_ENV if environ.get(ARTIFACTS_ENV) else f"{ARTIFACTS_ENV} (unset: .trainflow/artifacts)",
-            environ.get(ARTIFACTS_ENV) or os.path.abspath(DEFAULT_ARTIFACT_LOCATION))]
+    def unset(variable: str, meaning: str) -> str:
+        return "" if environ.get(variable) else meaning
+
+    out = [(STORAGE_ENV, storage_root(), unset(STORAGE_ENV, "a temp folder")),
+           (ARTIFACTS_ENV, os.path.abspath(artifact_root()), unset(ARTIFACTS_ENV, ".trainflow/artifacts"))]
     uri = environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
     if uri.startswith("sqlite:///"):  # the registry file itself: read by scoring workers
-        out.append(("MLFLOW_TRACKING_URI" if environ.get("MLFLOW_TRACKING_URI") else
-                    "MLFLOW_TRACKING_URI (unset: a SQLite file in the working folder)",
-                    os.path.dirname(uri.removeprefix("sqlite:///")) or os.getcwd()))
+        out.append(("MLFLOW_TRACKING_URI", os.path.dirname(uri.removeprefix("sqlite:///")) or os.getcwd(),
+                    unset("MLFLOW_TRACKING_URI", "a SQLite file in the working folder")))
     return out
 
 
@@ -185,21 +185,22 @@ def service_urls(environ: Mapping[str, str]) -> list[Service]:
     return out
 
 
-def _write_probes(roots: list[tuple[str, str]]) -> list[Location]:
+def _write_probes(roots: list[tuple[str, str, str]]) -> list[Location]:
     from trainflow.distributors.torch_storage import resolve_location
 
     token = uuid.uuid4().hex
     out = []
-    for setting, root in roots:
+    for variable, root, default in roots:
         where = resolve_location(root).child(".trainflow-preflight", f"{token}.probe")
+        loc = Location(variable, root, where.path, token, default)
         try:
             where.fs.create_dir(where.path.rsplit("/", 1)[0], recursive=True)
             with where.fs.open_output_stream(where.path) as fh:
                 fh.write(token.encode())
         except OSError as exc:
-            raise PreflightError([Problem(f"{setting} is {root!r}, and the driver cannot write there ({exc}).",
-                                          f"make {root!r} writable, or set {_setting_name(setting)} elsewhere.")]) from None
-        out.append(Location(setting, root, where.path, token))
+            raise PreflightError([Problem(f"{loc.label} is {root!r}, and the driver cannot write there ({exc}).",
+                                          f"make {root!r} writable, or set {variable} elsewhere.")]) from None
+        out.append(loc)
     return out
 
 
@@ -233,9 +234,9 @@ def _report(locations: Sequence[Location], services: Sequence[Service], address:
             where = resolve_location(loc.root)
             with where.fs.open_input_stream(loc.probe) as fh:
                 if fh.read().decode() != loc.token:
-                    unreadable[loc.setting] = "it holds another file"
+                    unreadable[loc.variable] = "it holds another file"
         except (OSError, ValueError) as exc:
-            unreadable[loc.setting] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            unreadable[loc.variable] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
     unreachable = {}
     for svc in services:
         parts = urlsplit(svc.url)

@@ -41,6 +41,11 @@ ARTIFACTS_ENV = "TRAINFLOW_ARTIFACTS"
 _STAGE = re.compile(r"^(@~|@?[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*){0,2})(/.*)?$")
 
 
+def artifact_root() -> str:
+    """Where PyTorch artifacts and stage names land: TRAINFLOW_ARTIFACTS, else .trainflow/artifacts."""
+    return os.environ.get(ARTIFACTS_ENV) or DEFAULT_ARTIFACT_LOCATION
+
+
 def stage_location(location: str) -> str | None:
     """Where a Snowflake stage name lands: `$TRAINFLOW_ARTIFACTS/stages/<DB>/<SCHEMA>/<STAGE>/<path>`
     (default root .trainflow/artifacts); None for anything that is not a stage name (a path, a URI).
@@ -52,7 +57,7 @@ def stage_location(location: str) -> str | None:
         return None
     name, rest = match.group(1).lstrip("@"), (match.group(3) or "").strip("/")
     parts = ["~user"] if name == "~" else [p.upper() for p in name.split(".")]
-    root = os.environ.get(ARTIFACTS_ENV) or DEFAULT_ARTIFACT_LOCATION
+    root = artifact_root()
     return "/".join([root.rstrip("/"), "stages", *parts, *([rest] if rest else [])])
 
 

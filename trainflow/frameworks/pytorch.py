@@ -70,6 +70,7 @@ class PyTorchFramework(Framework):
             progress: Callable[[str], None] | ProgressChannel | None) -> FitOutcome:
         from trainflow.data import ShardedDataConnector
         from trainflow.distributors.pytorch import PyTorchDistributor
+        from trainflow.distributors.torch_storage import artifact_root
 
         fn = resolve_train_func(spec.trainer.train_func)
         distributor = PyTorchDistributor(fn, scaling_config(spec), max_restarts=spec.trainer.max_restarts)
@@ -77,8 +78,7 @@ class PyTorchFramework(Framework):
                        "eval": ShardedDataConnector.from_connector(data.eval)}
         start = time.perf_counter()
         result = distributor.run(dataset_map=dataset_map, hyper_params=hyper_params(spec),
-                                 artifact_stage_location=os.environ.get("TRAINFLOW_ARTIFACTS") or None,
-                                 progress=progress)
+                                 artifact_stage_location=artifact_root(), progress=progress)
         return FitOutcome(self, result, time.perf_counter() - start, placement)
 
     def model(self, outcome: FitOutcome) -> Any:
