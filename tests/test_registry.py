@@ -113,6 +113,19 @@ def test_tracking_uri_env_wins_else_sqlite_in_cwd(tmp_path: Path, monkeypatch) -
 
 # --- registration and promotion ------------------------------------------------------------------
 
+def test_a_sqlite_store_keeps_artifacts_next_to_its_database_whatever_the_working_folder(
+        store: str, data, tmp_path: Path, monkeypatch) -> None:
+    # `ray job submit` runs the driver in a temporary working folder that Ray deletes after the job;
+    # MLflow's default (./mlruns there) would leave a registered version without its files.
+    monkeypatch.chdir(tmp_path)
+    model = _register_xgb(data, "elsewhere", rounds=3)
+    database_folder = Path(store.removeprefix("sqlite:///")).parent
+    assert Path(model.artifact_uri.removeprefix("file://")).is_relative_to(database_folder / "mlruns")
+    assert not (tmp_path / "mlruns").exists()
+    loaded = mlflow.pyfunc.load_model(model.uri)
+    assert len(loaded.predict(data[1][FEATURES])) == len(data[1])
+
+
 def test_champion_moves_only_on_improvement(store: str, data) -> None:
     client = MlflowClient(tracking_uri=store)
     first = _register_xgb(data, "promo", rounds=5)

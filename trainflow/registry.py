@@ -260,7 +260,20 @@ _FIXES = {
 def experiment_id(client: MlflowClient, name: str) -> str:
     """The id of experiment `name`, created when it does not exist yet."""
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name)
+    if exp:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: for a SQLite store, `mlruns` next to the database
+    file. MLflow's own default is `./mlruns` in the working folder of whichever process creates the
+    experiment, which is a temporary folder under `ray job submit` (deleted with the job) or simply
+    another project's folder. A tracking server decides for itself (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return os.path.join(os.path.dirname(os.path.abspath(database)), "mlruns")
 
 
 def _log_metrics(client: MlflowClient, run_id: str, batch: list[Metric]) -> None:
