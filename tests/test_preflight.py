@@ -55,6 +55,20 @@ def test_the_default_storage_tells_which_variable_to_set():
     assert "unset: a temp folder" in problem.what and problem.fix.startswith("set TRAINFLOW_STORAGE to")
 
 
+def test_what_must_outlive_a_ray_job_may_not_live_in_its_working_folder():
+    job = "/tmp/ray/session_1/runtime_resources/working_dir_files/_ray_pkg_1"
+    registry = Location("MLFLOW_TRACKING_URI", job, f"{job}/p", "x", default="a SQLite file in the working folder")
+    artifacts = Location("TRAINFLOW_ARTIFACTS", f"{job}/.trainflow/artifacts", "p", "x")
+    checkpoints = Location("TRAINFLOW_STORAGE", f"{job}/runs", "p", "x")  # only needed while the job runs
+    elsewhere = Location("MLFLOW_TRACKING_URI", "/mnt/shared/mlflow", "p", "x")
+    first, second = judge(DRIVER, [node()], {}, [registry, artifacts, checkpoints], [], temporary_folder=job)
+    assert "unset: a SQLite file in the working folder" in first.what and "Ray deletes" in first.what
+    assert "every model registered in it" in first.what and '"env_vars": {"MLFLOW_TRACKING_URI"' in first.fix
+    assert second.what.startswith("TRAINFLOW_ARTIFACTS is") and "PyTorch artifacts" in second.what
+    assert judge(DRIVER, [node()], {}, [elsewhere, checkpoints], [], temporary_folder=job) == []
+    assert judge(DRIVER, [node()], {}, [registry, artifacts], []) == []  # not a Ray job: the folder stays
+
+
 def test_an_unreachable_server_is_named_with_how_to_run_one_they_reach():
     svc = Service("MLFLOW_TRACKING_URI", "http://10.0.0.1:5000")
     (problem,) = judge(DRIVER, [node("10.0.0.2", unreachable={svc.name: "timed out"})], {}, [], [svc])

@@ -23,6 +23,9 @@ TIMEOUT_ENV = "TRAINFLOW_PREFLIGHT_TIMEOUT_S"
 SKIP_ENV = "TRAINFLOW_PREFLIGHT"  # "0": skip (a cluster checked by other means)
 DEFAULT_TIMEOUT_S = 10.0
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+# Locations whose contents must outlive the run, and what is in them (checkpoints need not).
+LASTING = {"TRAINFLOW_ARTIFACTS": "the run's PyTorch artifacts",
+           "MLFLOW_TRACKING_URI": "the registry and every model registered in it"}
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,23 @@ class Problem:
 
 
 def judge(driver: NodeReport, reports: Sequence[NodeReport], silent: Mapping[str, str],
-          locations: Sequence[Location], services: Sequence[Service]) -> list[Problem]:
+          locations: Sequence[Location], services: Sequence[Service],
+          temporary_folder: str | None = None) -> list[Problem]:
     """Problems with running on these nodes, from the driver's own report and each node's.
 
-    `silent` maps nodes that did not answer in time (or could not run the probe) to why."""
+    `silent` maps nodes that did not answer in time (or could not run the probe) to why.
+    `temporary_folder` is the driver's working folder when Ray deletes it after the run (a Ray job's
+    `working_dir`): what must outlive the run may not live there."""
     problems: list[Problem] = []
+    for loc in locations:
+        if temporary_folder and loc.variable in LASTING and _inside(loc.root, temporary_folder):
+            problems.append(Problem(
+                f"{loc.label} is {loc.root!r}, inside the Ray job's working folder, which Ray deletes when "
+                f"the job ends: {LASTING[loc.variable]} would be lost.",
+                f"pass {loc.variable} to the job (ray job submit --runtime-env-json "
+                f"'{{\"env_vars\": {{\"{loc.variable}\": \"...\"}}}}') naming storage that outlives it"
+                + (" (a tracking server, or a SQLite file on shared storage)." if loc.variable == "MLFLOW_TRACKING_URI"
+                   else " (s3://..., gs://..., or a shared mount).")))
     for node, why in silent.items():
         problems.append(Problem(f"Node {node} did not answer the preflight ({why}).",
                                 "check the node with `ray status`, or raise TRAINFLOW_PREFLIGHT_TIMEOUT_S on a "
@@ -109,6 +124,13 @@ def judge(driver: NodeReport, reports: Sequence[NodeReport], silent: Mapping[str
                 f"{svc.name}={svc.url} is this machine's loopback address; node(s) {', '.join(remote)} "
                 "are other machines and cannot reach it.", _service_fix(svc)))
     return problems
+
+
+def _inside(root: str, folder: str) -> bool:
+    if "://" in root:
+        return False
+    root, folder = os.path.abspath(root), os.path.abspath(folder)
+    return root == folder or root.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _service_fix(svc: Service) -> str:
@@ -148,12 +170,19 @@ def check_cluster(environ: Mapping[str, str] | None = None) -> list[NodeReport]:
             ray.cancel(ref, force=True)
             silent[refs[ref]["NodeManagerAddress"]] = f"no answer within {timeout:g}s"
         driver = _report((), (), ray.util.get_node_ip_address())
-        problems = judge(driver, reports, silent, locations, services)
+        problems = judge(driver, reports, silent, locations, services, _temporary_folder(environ))
     finally:
         _remove_probes(locations)
     if problems:
         raise PreflightError(problems)
     return reports
+
+
+def _temporary_folder(environ: Mapping[str, str]) -> str | None:
+    """The driver's working folder when it is a Ray job's `working_dir` (Ray deletes it with the job)."""
+    from trainflow.cluster.runtime_env import job_runtime_env
+
+    return os.getcwd() if job_runtime_env(environ).get("working_dir") else None
 
 
 def storage_locations(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
