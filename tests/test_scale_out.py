@@ -18,21 +18,28 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTORCH_SPEC = ROOT / "deployments" / "specs" / "credit_risk_pytorch.yaml"
 TRAINFLOW = str(Path(sys.executable).with_name("trainflow"))
 
-# Starts two raylets (1 CPU each), runs each command against them with RAY_ADDRESS, stops them.
+# Starts two raylets (1 CPU each, each with its own temp folder as on two hosts; the head with Ray's
+# job server on 127.0.0.1), runs each command against them with RAY_ADDRESS, stops them. "{jobs}" in a
+# command stands for the job server's address.
 ON_CLUSTER = textwrap.dedent(
     """
-    import json, os, subprocess, sys
+    import json, os, socket, subprocess, sys, tempfile
     from ray.cluster_utils import Cluster
 
     out, commands = sys.argv[1], json.loads(sys.argv[2])
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port})
+    cluster.add_node(num_cpus=1, temp_dir=tempfile.mkdtemp(prefix="tfray-node-"))
     cluster.wait_for_nodes()
     results = []
     try:
         for cmd in commands:
             env = {**os.environ, **cmd["env"], "RAY_ADDRESS": cluster.address}
-            done = subprocess.run(cmd["argv"], cwd=cmd["cwd"], env=env, capture_output=True, text=True,
+            argv = [a.replace("{jobs}", f"http://127.0.0.1:{port}") for a in cmd["argv"]]
+            done = subprocess.run(argv, cwd=cmd["cwd"], env=env, capture_output=True, text=True,
                                   timeout=900)  # a busy 2-core machine: one run took 432 s with both cores burnt
             results.append({"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr})
     finally:
@@ -88,7 +95,9 @@ def _project(tmp_path: Path, warehouse: Path) -> tuple[Path, dict]:
 
 def _on_cluster(tmp_path: Path, commands: list[dict]) -> list[dict]:
     out = tmp_path / "results.json"
-    env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"))
+    # The nodes' `python` (a Ray job's entrypoint runs on the head node) is this environment's
+    env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     for name in ("RAY_ADDRESS", "PYTHONPATH"):
         env.pop(name, None)
     subprocess.run([sys.executable, "-c", ON_CLUSTER, str(out), json.dumps(commands)], env=env, check=True,
@@ -121,6 +130,91 @@ def test_a_pytorch_run_on_a_two_node_cluster_ships_its_code_and_a_bad_setup_is_r
     assert "The Ray cluster is not ready for this run" in text
     assert "MLFLOW_TRACKING_URI=http://127.0.0.1:9/ is not reachable from node(s)" in text
     assert "mlflow server --host 0.0.0.0" in text and "Traceback" not in text
+
+
+def _boosting_spec(folder: Path, framework: str, warehouse: Path, train_sql: str | None = None) -> Path:
+    spec = yaml.safe_load((ROOT / "deployments" / "specs" / f"credit_risk_{framework}.yaml").read_text())
+    spec.pop("schedule")
+    spec["name"] = spec["register"]["model_name"] = f"cluster-{framework}"
+    spec["data"]["train"] = ({"sql": train_sql, "database": str(warehouse)} if train_sql
+                             else {"table": "TRAINING_DATA", "database": str(warehouse)})
+    spec["data"]["eval"]["database"] = str(warehouse)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
+    return folder / "spec.yaml"
+
+
+def _plain_rmse(framework: str, warehouse: Path) -> float:
+    """The spec's model trained in one process with the framework itself, on the same tables."""
+    import duckdb
+    import numpy as np
+
+    features = ["age", "income", "credit_score"]
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        train = con.sql("SELECT * FROM TRAINING_DATA").df()
+        ev = con.sql("SELECT * FROM EVAL_DATA").df()
+    if framework == "xgboost":
+        import xgboost as xgb
+
+        booster = xgb.train({"objective": "reg:squarederror", "max_depth": 6, "learning_rate": 0.1},
+                            xgb.DMatrix(train[features], label=train.default_risk), 100)
+        pred = booster.predict(xgb.DMatrix(ev[features]))
+    else:
+        import lightgbm as lgb
+
+        booster = lgb.train({"objective": "regression", "num_leaves": 31, "learning_rate": 0.1, "verbose": -1},
+                            lgb.Dataset(train[features], label=train.default_risk), 100)
+        pred = booster.predict(ev[features])
+    return float(np.sqrt(np.mean((pred - ev.default_risk.to_numpy()) ** 2)))
+
+
+def _result(output: str) -> dict:
+    return json.loads(next(line for line in reversed(output.splitlines()) if line.startswith('{"name"')))
+
+
+@pytest.mark.slow  # two raylets, a CLI run and a Ray job
+@pytest.mark.timeout(2000)
+def test_boosting_on_two_nodes_through_trainflow_run_and_ray_jobs_matches_one_process(tmp_path, warehouse,
+                                                                                     prefect_api):
+    settings = {"PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "TRAINFLOW_STORAGE": str(tmp_path / "runs"), "TRAINFLOW_ARTIFACTS": str(tmp_path / "artifacts")}
+    # LightGBM on rows sorted by a feature: each node holds another range of income.
+    _boosting_spec(tmp_path / "lgb", "lightgbm", warehouse, "SELECT * FROM TRAINING_DATA ORDER BY income")
+    lightgbm_run = {"argv": [TRAINFLOW, "run", "spec.yaml", "--json"], "cwd": str(tmp_path / "lgb"),
+                    "env": settings}
+    # XGBoost as Ray's recommended remote driver: a Ray job whose working folder is the user's project;
+    # the entrypoint runs on the head node with the settings the job passes (Ray deletes its folder after).
+    _boosting_spec(tmp_path / "xgb", "xgboost", warehouse)
+    xgboost_job = {"argv": [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", "{jobs}",
+                            "--working-dir", str(tmp_path / "xgb"), "--runtime-env-json",
+                            json.dumps({"env_vars": settings}), "--",
+                            "python", "-m", "trainflow.cli", "run", "spec.yaml", "--json"],
+                   "cwd": str(tmp_path), "env": {}}
+    lgb_done, xgb_done = _on_cluster(tmp_path, [lightgbm_run, xgboost_job])
+
+    for framework, done in (("lightgbm", lgb_done), ("xgboost", xgb_done)):
+        text = done["stdout"] + done["stderr"]
+        assert done["rc"] == 0, text[-4000:]
+        assert "Placement: 2 worker(s), each 1 CPU(s)" in text, text[-4000:]  # default scaling: every node
+        result = _result(done["stdout"])
+        plain = _plain_rmse(framework, warehouse)
+        assert abs(result["metrics"]["rmse"] - plain) <= 0.02 * plain, (framework, result["metrics"], plain)
+        # The registered version outlives the Ray job's temporary folder: artifacts next to the store.
+        assert "runtime_resources" not in result["artifact_uri"], result["artifact_uri"]
+        import mlflow
+        import numpy as np
+        import pandas as pd
+
+        mlflow.set_tracking_uri(settings["MLFLOW_TRACKING_URI"])
+        model = mlflow.pyfunc.load_model(result["uri"])  # after the cluster (and the job's folder) is gone
+        import duckdb
+
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            ev = con.sql("SELECT age, income, credit_score, default_risk FROM EVAL_DATA").df()
+        pred = np.asarray(model.predict(pd.DataFrame(ev[["age", "income", "credit_score"]])), dtype=float)
+        rmse = float(np.sqrt(np.mean((pred - ev.default_risk.to_numpy()) ** 2)))
+        assert rmse == pytest.approx(result["metrics"]["rmse"], rel=1e-4), framework
+    assert "succeeded" in xgb_done["stdout"] + xgb_done["stderr"]
 
 
 # Three 1-CPU nodes and a head with none: a 2-worker fit, then rank 0's whole node is removed (its
