@@ -218,7 +218,8 @@ def test_boosting_on_two_nodes_through_trainflow_run_and_ray_jobs_matches_one_pr
 
 
 # Three 1-CPU nodes and a head with none: a 2-worker fit, then rank 0's whole node is removed (its
-# raylet and every process on it) at round 25; the fit must resume from its checkpoint elsewhere.
+# raylet and every process on it) at round 25; the fit must resume from its checkpoint elsewhere. First
+# XGBoost, then (a replacement node added) LightGBM.
 NODE_LOSS = textwrap.dedent(
     """
     import json, os, sys, threading, time
@@ -227,18 +228,19 @@ NODE_LOSS = textwrap.dedent(
     from ray.cluster_utils import Cluster
 
     out = sys.argv[1]
-    marker = out + ".node"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
 
+    import lightgbm as lgb
     import xgboost as xgb
     from tests.conftest import regression_frame
     from trainflow.data import DataConnector
+    from trainflow.distributors.lightgbm import LightGBMEstimator, LightGBMScalingConfig
     from trainflow.distributors.xgboost import XGBEstimator, XGBScalingConfig
 
-    def stall_at(at, marker):
+    def xgb_stall_at(at, marker):
         class Stall(xgb.callback.TrainingCallback):
             trainflow_resumable = True
 
@@ -250,8 +252,17 @@ NODE_LOSS = textwrap.dedent(
                 return False
         return Stall()
 
-    removed = []
-    def remove_when_asked():
+    def lgb_stall_at(at, marker):
+        def stall(env):
+            if env.iteration + 1 == at and not os.path.exists(marker):
+                with open(marker, "w") as fh:
+                    fh.write(ray.get_runtime_context().get_node_id())
+                time.sleep(300)
+        stall.order = 50
+        stall.trainflow_resumable = True
+        return stall
+
+    def remove_when_asked(marker, removed):
         deadline = time.monotonic() + 600
         while not os.path.exists(marker) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -259,35 +270,53 @@ NODE_LOSS = textwrap.dedent(
         node = next(n for n in workers if n.node_id == node_id)
         cluster.remove_node(node, allow_graceful=False)
         removed.append(node_id)
-    threading.Thread(target=remove_when_asked, daemon=True).start()
 
     frame, holdout = regression_frame(4000, seed=5), regression_frame(1000, seed=6)
     features = ["f0", "f1", "f2", "f3"]
-    kw = dict(n_estimators=40, params={"max_depth": 4}, checkpoint_every=10, scaling_config=XGBScalingConfig(num_workers=2))
-    start = time.perf_counter()
-    est = XGBEstimator(callbacks=[stall_at(25, marker)], **kw)
-    booster = est.fit(DataConnector.from_dataframe(frame), features, "y", eval_set=DataConnector.from_dataframe(holdout))
-    took = time.perf_counter() - start
     x, y = holdout[features].to_numpy(), holdout["y"].to_numpy()
-    whole = XGBEstimator(**kw).fit(DataConnector.from_dataframe(frame), features, "y")
-    rmse = lambda b: float(np.sqrt(np.mean((b.inplace_predict(x) - y) ** 2)))
+    cases = {
+        "xgboost": (XGBEstimator, dict(n_estimators=40, params={"max_depth": 4}, checkpoint_every=10,
+                                       scaling_config=XGBScalingConfig(num_workers=2)), xgb_stall_at,
+                    lambda b: b.num_boosted_rounds(), lambda b: b.inplace_predict(x)),
+        "lightgbm": (LightGBMEstimator, dict(n_estimators=40, params={"num_leaves": 15}, checkpoint_every=10,
+                                             scaling_config=LightGBMScalingConfig(num_workers=2)), lgb_stall_at,
+                     lambda b: b.num_trees(), lambda b: b.predict(x)),
+    }
+    results = {}
+    for name, (estimator, kw, stall_at, rounds, predict) in cases.items():
+        if name != "xgboost":
+            workers.append(cluster.add_node(num_cpus=1))  # a replacement for the node taken away
+            cluster.wait_for_nodes()
+        marker, removed = f"{out}.{name}.node", []
+        threading.Thread(target=remove_when_asked, args=(marker, removed), daemon=True).start()
+        start = time.perf_counter()
+        est = estimator(callbacks=[stall_at(25, marker)], **kw)
+        booster = est.fit(DataConnector.from_dataframe(frame), features, "y", eval_set=DataConnector.from_dataframe(holdout))
+        took = time.perf_counter() - start
+        whole = estimator(**kw).fit(DataConnector.from_dataframe(frame), features, "y")
+        rmse = lambda b: float(np.sqrt(np.mean((predict(b) - y) ** 2)))
+        history = est.get_eval_results()
+        results[name] = {"removed": removed, "rounds": rounds(booster), "rmse": rmse(booster),
+                         "whole_rmse": rmse(whole), "history": len(next(iter(next(iter(history.values())).values()))),
+                         "alive": len([n for n in ray.nodes() if n["Alive"]]), "seconds": took}
     with open(out, "w") as fh:
-        json.dump({"removed": removed, "rounds": booster.num_boosted_rounds(), "rmse": rmse(booster),
-                   "whole_rmse": rmse(whole), "history": len(est.get_eval_results()["eval"]["rmse"]),
-                   "alive": len([n for n in ray.nodes() if n["Alive"]]), "seconds": took}, fh)
+        json.dump(results, fh)
     ray.shutdown()
     cluster.shutdown()
     """
 )
 
 
-@pytest.mark.slow  # four raylets, a node removed mid-fit
+@pytest.mark.slow  # five raylets in all, a node removed mid-fit twice
 def test_a_fit_survives_losing_a_whole_node_and_resumes_on_another(tmp_path):
     out = tmp_path / "node-loss.json"
     env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"))
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([sys.executable, "-c", NODE_LOSS, str(out)], check=True, env=env, timeout=800, cwd=ROOT)
-    result = json.loads(out.read_text())
-    assert len(result["removed"]) == 1 and result["alive"] == 3  # head + the two nodes left
-    assert result["rounds"] == 40 and result["history"] == 40  # resumed from round 20, every round once
-    assert result["rmse"] <= 1.001 * result["whole_rmse"], result
+    subprocess.run([sys.executable, "-c", NODE_LOSS, str(out)], check=True, env=env, timeout=1200, cwd=ROOT)
+    results = json.loads(out.read_text())
+    for name in ("xgboost", "lightgbm"):
+        result = results[name]
+        assert len(result["removed"]) == 1 and result["alive"] == 3, (name, result)  # head + two nodes left
+        # resumed from round 20, every round once, as good as the uninterrupted fit
+        assert result["rounds"] == 40 and result["history"] == 40, (name, result)
+        assert result["rmse"] <= 1.001 * result["whole_rmse"], (name, result)
