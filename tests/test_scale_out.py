@@ -219,7 +219,7 @@ def test_boosting_on_two_nodes_through_trainflow_run_and_ray_jobs_matches_one_pr
 
 # Three 1-CPU nodes and a head with none: a 2-worker fit, then rank 0's whole node is removed (its
 # raylet and every process on it) at round 25; the fit must resume from its checkpoint elsewhere. First
-# XGBoost, then (a replacement node added) LightGBM.
+# XGBoost, then (a replacement node added each time) LightGBM and PyTorch.
 NODE_LOSS = textwrap.dedent(
     """
     import json, os, sys, threading, time
@@ -299,6 +299,51 @@ NODE_LOSS = textwrap.dedent(
         results[name] = {"removed": removed, "rounds": rounds(booster), "rmse": rmse(booster),
                          "whole_rmse": rmse(whole), "history": len(next(iter(next(iter(history.values())).values()))),
                          "alive": len([n for n in ray.nodes() if n["Alive"]]), "seconds": took}
+
+    # PyTorch (Ray Train's worker group): rank 0 reports epoch 3 with its checkpoint, then its node goes.
+    from trainflow.data import ShardedDataConnector
+    from trainflow.data.demo import credit_frame
+    from trainflow.distributors.pytorch import PyTorchDistributor, PyTorchScalingConfig, WorkerResourceConfig
+
+    def torch_stall_after(epoch, marker, log):
+        def train_func():
+            from trainflow.distributors.pytorch import get_context
+            from trainflow.examples.credit_mlp import train_func as credit
+
+            context = get_context()
+            report = context.report
+
+            def report_then_stall(metrics, checkpoint=None):
+                if context.get_rank() == 0 and "epoch" in metrics:
+                    with open(log, "a") as fh:
+                        fh.write(f"{ray.get_runtime_context().get_node_id()} {metrics['epoch']}\\n")
+                report(metrics, checkpoint)
+                if context.get_rank() == 0 and metrics.get("epoch") == epoch and not os.path.exists(marker):
+                    time.sleep(2)  # the controller registers a reported checkpoint at its next poll (0.2 s)
+                    with open(marker, "w") as fh:
+                        fh.write(ray.get_runtime_context().get_node_id())
+                    time.sleep(300)
+
+            context.report = report_then_stall
+            credit()
+        return train_func
+
+    workers.append(cluster.add_node(num_cpus=1))
+    cluster.wait_for_nodes()
+    marker, log, removed = f"{out}.pytorch.node", f"{out}.pytorch.log", []
+    threading.Thread(target=remove_when_asked, args=(marker, removed), daemon=True).start()
+    start = time.perf_counter()
+    result = PyTorchDistributor(
+        torch_stall_after(3, marker, log),
+        PyTorchScalingConfig(num_nodes=2, num_workers_per_node=1,
+                             resource_requirements_per_worker=WorkerResourceConfig(num_cpus=1, num_gpus=0)),
+    ).run(dataset_map={"train": ShardedDataConnector.from_dataframe(credit_frame(3000, seed=7))},
+          hyper_params={"epochs": "6", "batch_size": "64"}, artifact_stage_location=out + ".stage")
+    epochs = [line.split() for line in open(log).read().splitlines()]
+    results["pytorch"] = {"removed": removed, "seconds": time.perf_counter() - start,
+                          "alive": len([n for n in ray.nodes() if n["Alive"]]),
+                          "history": [m["epoch"] for m in result.get_metrics_history() if "epoch" in m],
+                          "rank0": epochs, "last_epoch": result.get_metrics().get("epoch")}
     with open(out, "w") as fh:
         json.dump(results, fh)
     ray.shutdown()
@@ -307,7 +352,7 @@ NODE_LOSS = textwrap.dedent(
 )
 
 
-@pytest.mark.slow  # five raylets in all, a node removed mid-fit twice
+@pytest.mark.slow  # six raylets in all, a node removed mid-fit three times (~2.5 min)
 def test_a_fit_survives_losing_a_whole_node_and_resumes_on_another(tmp_path):
     out = tmp_path / "node-loss.json"
     env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"))
@@ -320,3 +365,11 @@ def test_a_fit_survives_losing_a_whole_node_and_resumes_on_another(tmp_path):
         # resumed from round 20, every round once, as good as the uninterrupted fit
         assert result["rounds"] == 40 and result["history"] == 40, (name, result)
         assert result["rmse"] <= 1.001 * result["whole_rmse"], (name, result)
+    torch = results["pytorch"]
+    assert len(torch["removed"]) == 1 and torch["alive"] == 3, torch
+    assert torch["history"] == [1, 2, 3, 4, 5, 6] and torch["last_epoch"] == 6, torch  # each epoch once
+    # rank 0 trained epochs 1-3 on the node taken away, then resumed after a checkpointed epoch elsewhere
+    lost, *_ = torch["removed"]
+    before = [int(e) for node, e in torch["rank0"] if node == lost]
+    after = [int(e) for node, e in torch["rank0"] if node != lost]
+    assert before == [1, 2, 3] and after[0] in (3, 4) and after == list(range(after[0], 7)), torch
