@@ -19,26 +19,35 @@ PYTORCH_SPEC = ROOT / "deployments" / "specs" / "credit_risk_pytorch.yaml"
 TRAINFLOW = str(Path(sys.executable).with_name("trainflow"))
 
 # Starts two raylets (1 CPU each, each with its own temp folder as on two hosts; the head with Ray's
-# job server on 127.0.0.1), runs each command against them with RAY_ADDRESS, stops them. "{jobs}" in a
-# command stands for the job server's address.
+# job server and Ray Client server on 127.0.0.1), runs each command against them with RAY_ADDRESS (the
+# GCS address unless the command sets it), stops them. In a command, "{jobs}" stands for the job
+# server's address and "{client}" for the ray:// address.
 ON_CLUSTER = textwrap.dedent(
     """
     import json, os, socket, subprocess, sys, tempfile
     from ray.cluster_utils import Cluster
 
     out, commands = sys.argv[1], json.loads(sys.argv[2])
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    def free_port():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    port, client_port = free_port(), free_port()
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port})
+        "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+        "ray_client_server_port": client_port})
     cluster.add_node(num_cpus=1, temp_dir=tempfile.mkdtemp(prefix="tfray-node-"))
     cluster.wait_for_nodes()
+    places = {"{jobs}": f"http://127.0.0.1:{port}", "{client}": f"ray://127.0.0.1:{client_port}"}
+    def fill(text):
+        for key, value in places.items():
+            text = text.replace(key, value)
+        return text
     results = []
     try:
         for cmd in commands:
-            env = {**os.environ, **cmd["env"], "RAY_ADDRESS": cluster.address}
-            argv = [a.replace("{jobs}", f"http://127.0.0.1:{port}") for a in cmd["argv"]]
+            env = {**os.environ, "RAY_ADDRESS": cluster.address, **{k: fill(v) for k, v in cmd["env"].items()}}
+            argv = [fill(a) for a in cmd["argv"]]
             done = subprocess.run(argv, cwd=cmd["cwd"], env=env, capture_output=True, text=True,
                                   timeout=900)  # a busy 2-core machine: one run took 432 s with both cores burnt
             results.append({"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr})
@@ -172,25 +181,34 @@ def _result(output: str) -> dict:
     return json.loads(next(line for line in reversed(output.splitlines()) if line.startswith('{"name"')))
 
 
-@pytest.mark.slow  # two raylets, a CLI run and a Ray job
+@pytest.mark.slow  # two raylets, a CLI run over Ray Client and a Ray job
 @pytest.mark.timeout(2000)
-def test_boosting_on_two_nodes_through_trainflow_run_and_ray_jobs_matches_one_process(tmp_path, warehouse,
+def test_boosting_on_two_nodes_through_ray_client_and_ray_jobs_matches_one_process(tmp_path, warehouse,
                                                                                      prefect_api):
+    import duckdb
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
     settings = {"PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
                 "TRAINFLOW_STORAGE": str(tmp_path / "runs"), "TRAINFLOW_ARTIFACTS": str(tmp_path / "artifacts")}
-    # LightGBM on rows sorted by a feature: each node holds another range of income.
+    # LightGBM on rows sorted by a feature (each node holds another range of income) as Ray's recommended
+    # remote driver: a Ray job whose working folder is the user's project; the entrypoint runs on the
+    # head node with the settings the job passes (Ray deletes its folder when the job ends).
     _boosting_spec(tmp_path / "lgb", "lightgbm", warehouse, "SELECT * FROM TRAINING_DATA ORDER BY income")
-    lightgbm_run = {"argv": [TRAINFLOW, "run", "spec.yaml", "--json"], "cwd": str(tmp_path / "lgb"),
-                    "env": settings}
-    # XGBoost as Ray's recommended remote driver: a Ray job whose working folder is the user's project;
-    # the entrypoint runs on the head node with the settings the job passes (Ray deletes its folder after).
+    lightgbm_job = {"argv": [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", "{jobs}",
+                             "--working-dir", str(tmp_path / "lgb"), "--runtime-env-json",
+                             json.dumps({"env_vars": settings}), "--",
+                             "python", "-m", "trainflow.cli", "run", "spec.yaml", "--json"],
+                    "cwd": str(tmp_path), "env": {}}
+    # XGBoost through Ray Client (ray://); a query source there is refused (its snapshot is a streaming
+    # task, which Ray Client cannot run) with the ways out, before anything is read.
     _boosting_spec(tmp_path / "xgb", "xgboost", warehouse)
-    xgboost_job = {"argv": [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", "{jobs}",
-                            "--working-dir", str(tmp_path / "xgb"), "--runtime-env-json",
-                            json.dumps({"env_vars": settings}), "--",
-                            "python", "-m", "trainflow.cli", "run", "spec.yaml", "--json"],
-                   "cwd": str(tmp_path), "env": {}}
-    lgb_done, xgb_done = _on_cluster(tmp_path, [lightgbm_run, xgboost_job])
+    client = {**settings, "RAY_ADDRESS": "{client}"}
+    xgboost_run = {"argv": [TRAINFLOW, "run", "spec.yaml", "--json"], "cwd": str(tmp_path / "xgb"), "env": client}
+    query_validate = {"argv": [TRAINFLOW, "validate", str(tmp_path / "lgb" / "spec.yaml")], "cwd": str(tmp_path),
+                      "env": client}
+    lgb_done, xgb_done, refused = _on_cluster(tmp_path, [lightgbm_job, xgboost_run, query_validate])
 
     for framework, done in (("lightgbm", lgb_done), ("xgboost", xgb_done)):
         text = done["stdout"] + done["stderr"]
@@ -201,20 +219,17 @@ def test_boosting_on_two_nodes_through_trainflow_run_and_ray_jobs_matches_one_pr
         assert abs(result["metrics"]["rmse"] - plain) <= 0.02 * plain, (framework, result["metrics"], plain)
         # The registered version outlives the Ray job's temporary folder: artifacts next to the store.
         assert "runtime_resources" not in result["artifact_uri"], result["artifact_uri"]
-        import mlflow
-        import numpy as np
-        import pandas as pd
-
         mlflow.set_tracking_uri(settings["MLFLOW_TRACKING_URI"])
         model = mlflow.pyfunc.load_model(result["uri"])  # after the cluster (and the job's folder) is gone
-        import duckdb
-
         with duckdb.connect(str(warehouse), read_only=True) as con:
             ev = con.sql("SELECT age, income, credit_score, default_risk FROM EVAL_DATA").df()
         pred = np.asarray(model.predict(pd.DataFrame(ev[["age", "income", "credit_score"]])), dtype=float)
         rmse = float(np.sqrt(np.mean((pred - ev.default_risk.to_numpy()) ** 2)))
         assert rmse == pytest.approx(result["metrics"]["rmse"], rel=1e-4), framework
-    assert "succeeded" in xgb_done["stdout"] + xgb_done["stderr"]
+    assert "succeeded" in lgb_done["stdout"] + lgb_done["stderr"]  # the Ray job's own status
+    text = refused["stdout"] + refused["stderr"]
+    assert refused["rc"] != 0 and "Traceback" not in text, text[-3000:]
+    assert "Ray Client (RAY_ADDRESS=ray://...) does not support" in text and "ray job submit" in text, text[-3000:]
 
 
 # Three 1-CPU nodes and a head with none: a 2-worker fit, then rank 0's whole node is removed (its

@@ -28,7 +28,7 @@ from trainflow.data.sources import (
     _require_columns,
     row_ranges,
 )
-from trainflow.errors import ResourceError
+from trainflow.errors import ConfigError, ResourceError
 
 BLOCK_BYTES = 64 * 1024 * 1024  # a block is cut once it holds this many bytes of Arrow data
 
@@ -131,6 +131,7 @@ def take_snapshot(source: Source, timeout_s: float | None = None) -> SnapshotSou
     from trainflow.waiting import bounded_get, task_timeout_s
 
     ensure_cluster()
+    _refuse_ray_client(source)
     timeout = task_timeout_s() if timeout_s is None else timeout_s
     start = time.monotonic()
     stream = _reader().remote(source, BLOCK_BYTES)
@@ -175,6 +176,19 @@ def _read_blocks(source: Source, block_bytes: int):
         nbytes += size
         yield pa.Table.from_batches(pending, schema=schema)
     yield {"rows": rows, "nbytes": nbytes, "schema": schema or source.schema()}
+
+
+def _refuse_ray_client(source: Source) -> None:
+    """The snapshot is a streaming Ray task, which Ray Client (ray://) cannot run: say so up front."""
+    from ray.util.client import ray as client
+
+    if client.is_connected():
+        raise ConfigError(
+            f"The {source.describe()} is read once into a snapshot by a streaming Ray task, which Ray "
+            "Client (RAY_ADDRESS=ray://...) does not support. Run the driver on a node of the cluster "
+            "(RAY_ADDRESS=<head>:6379) or submit it with `ray job submit`; or read a table or Parquet "
+            "files, which need no snapshot."
+        )
 
 
 @functools.cache
