@@ -8,7 +8,10 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from flows.console import show_errors_as_messages_if_asked
-from tasks import evaluate, fit, load, plan, register, tune
+from tasks.fit import fit
+from tasks.load import load
+from tasks.plan import plan
+from tasks.tune import tune
 from trainflow.cluster import ensure_cluster
 from trainflow.distributors.progress import ProgressChannel
 from trainflow.lineage.record import Reproduction
@@ -34,6 +37,11 @@ def training_pipeline(spec: JobSpec, reproduce: dict[str, Any] | None = None) ->
 
     `reproduce` ({version, data}: what `trainflow reproduce` passes) makes the run refuse data whose
     values differ from the data that version was trained on."""
+    # Here, not at the top: a Ray worker that runs the fit task unpickles this module with the task's
+    # context, and evaluate/register bring MLflow, the registry and matplotlib (~2.7 s of imports).
+    from tasks.evaluate import evaluate
+    from tasks.register import register
+
     spec = parse_spec(spec, source="flow parameter 'spec'")
     ensure_cluster()  # on an existing cluster: the preflight, before any worker starts
     target = Reproduction.from_dict(reproduce) if reproduce else None
