@@ -24,7 +24,7 @@ TRAINFLOW = str(Path(sys.executable).with_name("trainflow"))
 # server's address and "{client}" for the ray:// address.
 ON_CLUSTER = textwrap.dedent(
     """
-    import json, os, socket, subprocess, sys, tempfile
+    import json, os, socket, subprocess, sys, tempfile, time
     from ray.cluster_utils import Cluster
 
     out, commands = sys.argv[1], json.loads(sys.argv[2])
@@ -39,6 +39,20 @@ ON_CLUSTER = textwrap.dedent(
     cluster.add_node(num_cpus=1, temp_dir=tempfile.mkdtemp(prefix="tfray-node-"))
     cluster.wait_for_nodes()
     places = {"{jobs}": f"http://127.0.0.1:{port}", "{client}": f"ray://127.0.0.1:{client_port}"}
+    if any("{jobs}" in a for cmd in commands for a in cmd["argv"]):
+        # The job server answers before its agent has registered ("No available agent to submit job,
+        # please try again later"); a busy machine takes seconds more. Wait until it takes a job.
+        from ray.job_submission import JobSubmissionClient
+
+        jobs, deadline = JobSubmissionClient(places["{jobs}"]), time.monotonic() + 180
+        while True:
+            try:
+                jobs.submit_job(entrypoint="python -c pass")
+                break
+            except RuntimeError as exc:
+                if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
     def fill(text):
         for key, value in places.items():
             text = text.replace(key, value)
