@@ -111,6 +111,19 @@ def test_tracking_uri_env_wins_else_sqlite_in_cwd(tmp_path: Path, monkeypatch) -
     assert tracking_uri() == "http://127.0.0.1:5000"
 
 
+def test_downloading_a_version_draws_no_progress_bar_on_the_console(store: str, data, tmp_path: Path,
+                                                                      capfd) -> None:
+    from trainflow.registry import download_model
+
+    model = _register_xgb(data, "quiet", rounds=3)
+    capfd.readouterr()
+    folder = download_model(model.uri, str(tmp_path))
+    assert (Path(folder) / "MLmodel").exists()
+    out, err = capfd.readouterr()
+    assert "Downloading artifacts" not in out + err, err[-500:]
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # restored as it was (unset)
+
+
 # --- registration and promotion ------------------------------------------------------------------
 
 def test_a_sqlite_store_keeps_artifacts_next_to_its_database_whatever_the_working_folder(

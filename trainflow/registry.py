@@ -170,6 +170,24 @@ def _pinned_uri(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(before)  # None unsets both the global and the env var
 
 
+@contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """No MLflow progress bar while downloading: on the console a run's output is its log lines (the
+    demo printed 'Downloading artifacts: 14%|█▍ ...' when it loaded the champion)."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def _metric_key(key: str) -> str:
     return _BAD_METRIC_CHARS.sub("_", key)
 
@@ -674,7 +692,7 @@ def version_record(uri: str) -> ChampionRecord:
 
 def download_model(model_uri: str, dst: str) -> str:
     """The MLflow model folder of `model_uri` downloaded under `dst`; its local path."""
-    with _pinned_uri(tracking_uri()):
+    with _pinned_uri(tracking_uri()), quiet_downloads():
         return mlflow.artifacts.download_artifacts(model_uri, dst_path=dst)
 
 
@@ -682,7 +700,7 @@ def recorded_features(record: ChampionRecord, dst: str) -> list[str] | None:
     """The feature columns the version's run recorded (tag, or artifact for long lists), None if none."""
     if FEATURES_TAG in record.tags:
         return list(json.loads(record.tags[FEATURES_TAG]))
-    with _pinned_uri(tracking_uri()):
+    with _pinned_uri(tracking_uri()), quiet_downloads():
         try:
             path = mlflow.artifacts.download_artifacts(run_id=record.run_id, artifact_path=FEATURES_FILE, dst_path=dst)
         except (MlflowException, OSError):

@@ -7,7 +7,6 @@ rows). The version gets the same tags, the metrics as tags, and a description fo
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -229,15 +228,7 @@ def _artifact_text(client: MlflowClient, run_id: str, path: str) -> str:
     import tempfile
     from pathlib import Path
 
-    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+    from trainflow.registry import quiet_downloads
 
-    before = os.environ.get(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name)
-    os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"  # no bar on the console for one file
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            return Path(client.download_artifacts(run_id, path, tmp)).read_text()
-    finally:
-        if before is None:
-            os.environ.pop(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, None)
-        else:
-            os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = before
+    with quiet_downloads(), tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, path, tmp)).read_text()
