@@ -33,10 +33,13 @@ ON_CLUSTER = textwrap.dedent(
             sock.bind(("127.0.0.1", 0))
             return sock.getsockname()[1]
     port, client_port = free_port(), free_port()
+    # Each node's dashboard agent on a free port: Ray's default (52365) is taken by any other local Ray
+    # (the test session's own), and a head whose agent cannot bind takes no jobs.
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
-        "ray_client_server_port": client_port})
-    cluster.add_node(num_cpus=1, temp_dir=tempfile.mkdtemp(prefix="tfray-node-"))
+        "ray_client_server_port": client_port, "dashboard_agent_listen_port": free_port()})
+    cluster.add_node(num_cpus=1, temp_dir=tempfile.mkdtemp(prefix="tfray-node-"),
+                     dashboard_agent_listen_port=free_port())
     cluster.wait_for_nodes()
     places = {"{jobs}": f"http://127.0.0.1:{port}", "{client}": f"ray://127.0.0.1:{client_port}"}
     if any("{jobs}" in a for cmd in commands for a in cmd["argv"]):
@@ -256,9 +259,17 @@ NODE_LOSS = textwrap.dedent(
     import ray
     from ray.cluster_utils import Cluster
 
+    import socket
+    def free_port():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    def add_node():  # its dashboard agent on a free port: a raylet whose agent cannot bind exits with it
+        return cluster.add_node(num_cpus=1, dashboard_agent_listen_port=free_port())
+
     out = sys.argv[1]
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "dashboard_agent_listen_port": free_port()})
+    workers = [add_node() for _ in range(3)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
 
@@ -314,7 +325,7 @@ NODE_LOSS = textwrap.dedent(
     results = {}
     for name, (estimator, kw, stall_at, rounds, predict) in cases.items():
         if name != "xgboost":
-            workers.append(cluster.add_node(num_cpus=1))  # a replacement for the node taken away
+            workers.append(add_node())  # a replacement for the node taken away
             cluster.wait_for_nodes()
         marker, removed = f"{out}.{name}.node", []
         threading.Thread(target=remove_when_asked, args=(marker, removed), daemon=True).start()
@@ -357,7 +368,7 @@ NODE_LOSS = textwrap.dedent(
             credit()
         return train_func
 
-    workers.append(cluster.add_node(num_cpus=1))
+    workers.append(add_node())
     cluster.wait_for_nodes()
     marker, log, removed = f"{out}.pytorch.node", f"{out}.pytorch.log", []
     threading.Thread(target=remove_when_asked, args=(marker, removed), daemon=True).start()

@@ -225,13 +225,14 @@ def _pool():
     # is the cluster going. Any node when the head takes no actors.
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    head = _head_node()
+    head = head_node()
     where = {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=True)} if head else {}
     return _pool_cls().options(name=pool_name(), namespace=NAMESPACE, lifetime="detached",
                                get_if_exists=True, **where).remote(idle_timeout_s())
 
 
-def _head_node() -> str | None:
+def head_node() -> str | None:
+    """The alive head node's id (None when Ray reports none)."""
     import ray
 
     return next((n["NodeID"] for n in ray.nodes()
