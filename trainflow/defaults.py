@@ -14,3 +14,10 @@ def default_tracking_uri() -> str:
     """The MLflow store when MLFLOW_TRACKING_URI is unset: a SQLite file in the working dir (the
     ./mlruns file store is refused by MLflow 3.17 for the registry, so it is never the default)."""
     return f"sqlite:///{os.path.abspath('mlflow.db')}"
+
+
+def sqlite_folder(uri: str) -> str | None:
+    """The absolute folder of a `sqlite:///path` MLflow store's file; None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return os.path.dirname(os.path.abspath(uri.removeprefix("sqlite:///").split("?", 1)[0]))

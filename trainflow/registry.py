@@ -29,7 +29,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from trainflow import frameworks
-from trainflow.defaults import default_tracking_uri
+from trainflow.defaults import default_tracking_uri, sqlite_folder
 from trainflow.errors import ConfigError, RegistryError
 from trainflow.frameworks import Framework
 from trainflow.lineage.record import RunLineage
@@ -288,10 +288,8 @@ def artifact_location(uri: str) -> str | None:
     file. MLflow's own default is `./mlruns` in the working folder of whichever process creates the
     experiment, which is a temporary folder under `ray job submit` (deleted with the job) or simply
     another project's folder. A tracking server decides for itself (None)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    database = uri.removeprefix("sqlite:///").split("?", 1)[0]
-    return os.path.join(os.path.dirname(os.path.abspath(database)), "mlruns")
+    folder = sqlite_folder(uri)
+    return os.path.join(folder, "mlruns") if folder else None
 
 
 def _log_metrics(client: MlflowClient, run_id: str, batch: list[Metric]) -> None:

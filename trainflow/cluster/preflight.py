@@ -23,9 +23,11 @@ TIMEOUT_ENV = "TRAINFLOW_PREFLIGHT_TIMEOUT_S"
 SKIP_ENV = "TRAINFLOW_PREFLIGHT"  # "0": skip (a cluster checked by other means)
 DEFAULT_TIMEOUT_S = 10.0
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
-# Locations whose contents must outlive the run, and what is in them (checkpoints need not).
-LASTING = {"TRAINFLOW_ARTIFACTS": "the run's PyTorch artifacts",
-           "MLFLOW_TRACKING_URI": "the registry and every model registered in it"}
+# Locations whose contents must outlive the run: what is in them, and storage that outlives a job
+# (checkpoints need not).
+LASTING = {"TRAINFLOW_ARTIFACTS": ("the run's PyTorch artifacts", "s3://..., gs://..., or a shared mount"),
+           "MLFLOW_TRACKING_URI": ("the registry and every model registered in it",
+                                   "a tracking server, or a SQLite file on shared storage")}
 
 
 @dataclass(frozen=True)
@@ -81,13 +83,13 @@ def judge(driver: NodeReport, reports: Sequence[NodeReport], silent: Mapping[str
     problems: list[Problem] = []
     for loc in locations:
         if temporary_folder and loc.variable in LASTING and _inside(loc.root, temporary_folder):
+            what, outlives = LASTING[loc.variable]
             problems.append(Problem(
                 f"{loc.label} is {loc.root!r}, inside the Ray job's working folder, which Ray deletes when "
-                f"the job ends: {LASTING[loc.variable]} would be lost.",
+                f"the job ends: {what} would be lost.",
                 f"pass {loc.variable} to the job (ray job submit --runtime-env-json "
-                f"'{{\"env_vars\": {{\"{loc.variable}\": \"...\"}}}}') naming storage that outlives it"
-                + (" (a tracking server, or a SQLite file on shared storage)." if loc.variable == "MLFLOW_TRACKING_URI"
-                   else " (s3://..., gs://..., or a shared mount).")))
+                f"'{{\"env_vars\": {{\"{loc.variable}\": \"...\"}}}}') naming storage that outlives it "
+                f"({outlives})."))
     for node, why in silent.items():
         problems.append(Problem(f"Node {node} did not answer the preflight ({why}).",
                                 "check the node with `ray status`, or raise TRAINFLOW_PREFLIGHT_TIMEOUT_S on a "
@@ -188,7 +190,7 @@ def _temporary_folder(environ: Mapping[str, str]) -> str | None:
 def storage_locations(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
     """(variable, root, what the root is when the variable is unset or "") for every storage the
     driver and the workers share."""
-    from trainflow.defaults import default_tracking_uri
+    from trainflow.defaults import default_tracking_uri, sqlite_folder
     from trainflow.distributors.checkpoint import STORAGE_ENV, storage_root
     from trainflow.distributors.torch_storage import ARTIFACTS_ENV, artifact_root
 
@@ -197,10 +199,9 @@ def storage_locations(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
 
     out = [(STORAGE_ENV, storage_root(), unset(STORAGE_ENV, "a temp folder")),
            (ARTIFACTS_ENV, os.path.abspath(artifact_root()), unset(ARTIFACTS_ENV, ".trainflow/artifacts"))]
-    uri = environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-    if uri.startswith("sqlite:///"):  # the registry file itself: read by scoring workers
-        out.append(("MLFLOW_TRACKING_URI", os.path.dirname(uri.removeprefix("sqlite:///")) or os.getcwd(),
-                    unset("MLFLOW_TRACKING_URI", "a SQLite file in the working folder")))
+    folder = sqlite_folder(environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri())
+    if folder:  # the registry file itself: read by scoring workers
+        out.append(("MLFLOW_TRACKING_URI", folder, unset("MLFLOW_TRACKING_URI", "a SQLite file in the working folder")))
     return out
 
 
