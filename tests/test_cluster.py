@@ -52,3 +52,50 @@ def test_dead_ray_address_fails_within_seconds():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert time.perf_counter() - start < 20
     assert "REFUSED" in done.stdout and f"127.0.0.1:{port}" in done.stdout
+
+
+def test_a_ray_client_connection_whose_server_dies_at_start_is_made_again(monkeypatch, caplog):
+    """ray#63202: Ray Client's per-connection server sometimes dies in fork; a new connection gets a new one.
+    The fork race cannot be caused on demand, so ray.init answers as the proxy does when it happens."""
+    import ray
+
+    import trainflow.cluster as cluster
+
+    died = ConnectionAbortedError("Initialization failure from server:\nTraceback ...\nRuntimeError: Starting "
+                                  "Ray client server failed. See ray_client_server_23000.err for detailed logs.")
+    calls = []
+
+    def init(**kwargs):
+        calls.append(kwargs["address"])
+        if len(calls) < 3:
+            raise died
+
+    def failing(error):
+        def init(**kwargs):
+            calls.append(kwargs["address"])
+            raise error
+        return init
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    cluster._init_existing("ray://10.0.0.1:10001", None)
+    assert calls == ["ray://10.0.0.1:10001"] * 3
+    assert "ray#63202" in caplog.text and "attempt 3 of 3" in caplog.text
+
+    calls.clear()  # a server that keeps dying: the error reaches the caller after the last attempt
+    monkeypatch.setattr(ray, "init", failing(died))
+    try:
+        cluster._init_existing("ray://10.0.0.1:10001", None)
+        raise AssertionError("no error")
+    except ConnectionAbortedError as exc:
+        assert exc is died and len(calls) == cluster.CLIENT_ATTEMPTS
+
+    calls.clear()  # another failure, or the same text from a GCS address, is not retried
+    for address, error in (("ray://10.0.0.1:10001", ConnectionError("refused")), ("10.0.0.1:6379", died)):
+        monkeypatch.setattr(ray, "init", failing(error))
+        try:
+            cluster._init_existing(address, None)
+            raise AssertionError("no error")
+        except ConnectionError as exc:
+            assert exc is error
+    assert calls == ["ray://10.0.0.1:10001", "10.0.0.1:6379"]

@@ -67,7 +67,13 @@ ON_CLUSTER = textwrap.dedent(
             argv = [fill(a) for a in cmd["argv"]]
             done = subprocess.run(argv, cwd=cmd["cwd"], env=env, capture_output=True, text=True,
                                   timeout=900)  # a busy 2-core machine: one run took 432 s with both cores burnt
-            results.append({"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr})
+            logs = ""
+            if done.returncode:  # what Ray's own servers said, for the failure's message
+                import glob
+                for path in sorted(glob.glob(os.path.join(os.environ["RAY_TMPDIR"], "**", "logs",
+                                                          "ray_client_server*.err"), recursive=True)):
+                    logs += f"== {path}\n" + open(path).read()[-1500:]
+            results.append({"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr + logs})
     finally:
         with open(out, "w") as fh:
             json.dump(results, fh)
@@ -397,7 +403,9 @@ def test_a_fit_survives_losing_a_whole_node_and_resumes_on_another(tmp_path):
     out = tmp_path / "node-loss.json"
     env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"))
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([sys.executable, "-c", NODE_LOSS, str(out)], check=True, env=env, timeout=1200, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", NODE_LOSS, str(out)], env=env, timeout=1200, cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-6000:])  # shown in CI's summary
     results = json.loads(out.read_text())
     for name in ("xgboost", "lightgbm"):
         result = results[name]

@@ -50,8 +50,7 @@ def _connect(num_cpus: int | None, num_gpus: int | None) -> None:
             _probe(address)
             remote = os.environ.get(EMBEDDED_ENV) != address
             runtime_env = _shipment().runtime_env(job_runtime_env()) if remote else None
-            ray.init(address=address, runtime_env=runtime_env or None, log_to_driver=_worker_logs(),
-                     logging_level="WARNING")
+            _init_existing(address, runtime_env or None)
             _unchecked[:] = [address] if remote else []
         else:
             # Ray's default token auth stays on (token generated in ~/.ray on first start); only its
@@ -72,6 +71,33 @@ def _connect(num_cpus: int | None, num_gpus: int | None) -> None:
             f"Cannot connect to Ray at {where}: {exc}. Check that the cluster is running and reachable "
             "(`ray status`), or unset RAY_ADDRESS to use the embedded local cluster."
         ) from exc
+
+
+# Ray Client's proxy forks a server per connection; the child sometimes dies in fork (ray#63202, open:
+# about 1 in 15 connections, seen here in CI) and the connection fails with this text. A new connection
+# gets a new server, so a few attempts turn a flaky start into a slower one.
+CLIENT_SERVER_DIED = "Starting Ray client server failed"
+CLIENT_ATTEMPTS = 3
+
+
+def _init_existing(address: str, runtime_env: dict | None) -> None:
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=_worker_logs(),
+                     logging_level="WARNING")
+            return
+        except ConnectionError as exc:
+            if not _client_server_died(address, exc) or attempt == CLIENT_ATTEMPTS:
+                raise
+            ray.shutdown()
+            logging.getLogger("trainflow").warning(
+                "Ray Client's server for this connection died as it started (ray#63202); connecting "
+                "again (attempt %d of %d)", attempt + 1, CLIENT_ATTEMPTS)
+
+
+def _client_server_died(address: str, exc: BaseException) -> bool:
+    """Whether a failed connection is Ray Client's server dying at its start, which a retry gets past."""
+    return address.startswith("ray://") and CLIENT_SERVER_DIED in str(exc)
 
 
 def _shipment():
