@@ -72,7 +72,7 @@ ON_CLUSTER = textwrap.dedent(
                 import glob
                 for path in sorted(glob.glob(os.path.join(os.environ["RAY_TMPDIR"], "**", "logs",
                                                           "ray_client_server*.err"), recursive=True)):
-                    logs += f"== {path}\n" + open(path).read()[-1500:]
+                    logs += f"== {path}\\n" + open(path).read()[-1500:]
             results.append({"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr + logs})
     finally:
         with open(out, "w") as fh:
@@ -308,10 +308,11 @@ NODE_LOSS = textwrap.dedent(
         stall.trainflow_resumable = True
         return stall
 
-    def remove_when_asked(marker, removed):
+    def remove_when_asked(marker, removed, before=lambda: None):
         deadline = time.monotonic() + 600
         while not os.path.exists(marker) and time.monotonic() < deadline:
             time.sleep(0.05)
+        before()
         node_id = open(marker).read()
         node = next(n for n in workers if n.node_id == node_id)
         cluster.remove_node(node, allow_graceful=False)
@@ -329,12 +330,23 @@ NODE_LOSS = textwrap.dedent(
                      lambda b: b.num_trees(), lambda b: b.predict(x)),
     }
     results = {}
+    helpers = {}  # where each fit's helper actors were: the head node, which no node loss takes
+
+    def helpers_seen():
+        from ray.util.state import list_actors
+
+        for actor in list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False):
+            if actor.class_name.endswith(("_Pool", "_Rendezvous")):
+                helpers.setdefault(actor.class_name.rsplit(".", 1)[-1], set()).add(actor.node_id == head)
+
+    from trainflow.distributors.pool import head_node
+    head = head_node()
     for name, (estimator, kw, stall_at, rounds, predict) in cases.items():
         if name != "xgboost":
             workers.append(add_node())  # a replacement for the node taken away
             cluster.wait_for_nodes()
         marker, removed = f"{out}.{name}.node", []
-        threading.Thread(target=remove_when_asked, args=(marker, removed), daemon=True).start()
+        threading.Thread(target=remove_when_asked, args=(marker, removed, helpers_seen), daemon=True).start()
         start = time.perf_counter()
         est = estimator(callbacks=[stall_at(25, marker)], **kw)
         booster = est.fit(DataConnector.from_dataframe(frame), features, "y", eval_set=DataConnector.from_dataframe(holdout))
@@ -390,6 +402,7 @@ NODE_LOSS = textwrap.dedent(
                           "alive": len([n for n in ray.nodes() if n["Alive"]]),
                           "history": [m["epoch"] for m in result.get_metrics_history() if "epoch" in m],
                           "rank0": epochs, "last_epoch": result.get_metrics().get("epoch")}
+    results["helpers_on_head"] = {name: sorted(seen) for name, seen in helpers.items()}
     with open(out, "w") as fh:
         json.dump(results, fh)
     ray.shutdown()
@@ -413,6 +426,8 @@ def test_a_fit_survives_losing_a_whole_node_and_resumes_on_another(tmp_path):
         # resumed from round 20, every round once, as good as the uninterrupted fit
         assert result["rounds"] == 40 and result["history"] == 40, (name, result)
         assert result["rmse"] <= 1.001 * result["whole_rmse"], (name, result)
+    # the pool and LightGBM's rendezvous were on the head node when the node went
+    assert results["helpers_on_head"] == {"_Pool": [True], "_Rendezvous": [True]}, results
     torch = results["pytorch"]
     assert len(torch["removed"]) == 1 and torch["alive"] == 3, torch
     assert torch["history"] == [1, 2, 3, 4, 5, 6] and torch["last_epoch"] == 6, torch  # each epoch once

@@ -446,16 +446,11 @@ class _LightGBMAdapter(BoostingAdapter):
         if placement.use_gpu:
             _check_gpu_support(str(_first(job.params, _DEVICE) or "gpu"))
         if placement.num_workers > 1:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+            from trainflow.distributors.pool import on_head_node
 
-            from trainflow.distributors.pool import head_node
-
-            # On the head node, taking no CPU (a head often has none for tasks): losing a worker node
-            # must not take the exchange along, or every restart fails on it. Found when a whole-node
-            # loss took rank 0 and this actor together and the fit gave up after 3 restarts.
-            head = head_node()
-            where = {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=True)} if head else {}
-            actor = _rendezvous_cls().options(num_cpus=0, **where).remote(placement.num_workers)
+            # Losing a worker node must not take the exchange along, or every restart fails on it.
+            # Found when a whole-node loss took rank 0 and this actor together (gave up after 3 restarts).
+            actor = _rendezvous_cls().options(num_cpus=0, **on_head_node()).remote(placement.num_workers)
             return _Exchange(actor, task_timeout_s())  # the timeout decided here, the same on every worker
         return None
 
