@@ -411,17 +411,21 @@ def test_torch_dataset_batches_and_shapes(frame):
     batches = list(conn.to_torch_dataset(batch_size=4))
     assert len(batches) == 2  # drop_last_batch=True: the 2 leftover rows are dropped
     b = batches[0]
-    assert b["id"].shape == (4, 1) and b["id"].dtype == torch.int64
-    assert b["x"].shape == (4, 1) and b["x"].dtype == torch.float64
-    assert b["flag"].shape == (4, 1) and b["flag"].dtype == torch.bool
+    # iterated directly: NumPy arrays, as Snowflake's dataset yields (a DataLoader makes tensors)
+    assert isinstance(b["id"], np.ndarray) and b["id"].shape == (4, 1) and b["id"].dtype == np.int64
+    assert b["x"].shape == (4, 1) and b["x"].dtype == np.float64
+    assert b["flag"].shape == (4, 1) and b["flag"].dtype == np.bool_
     assert b["name"] == ["r0", "r1", "r2", "r3"]
     kept = list(conn.to_torch_dataset(batch_size=4, drop_last_batch=False))
     assert [len(k["id"]) for k in kept] == [4, 4, 2]
     # DataLoader(batch_size=None) hands the dataset's batches over unchanged
     loaded = list(DataLoader(conn.to_torch_dataset(batch_size=4), batch_size=None))
-    assert all(torch.equal(a["id"], c["id"]) and a["id"].shape == (4, 1) for a, c in zip(loaded, batches))
+    assert all(isinstance(a["id"], torch.Tensor) and a["id"].dtype == torch.int64 for a in loaded)
+    assert all(a["id"].tolist() == c["id"].tolist() and a["id"].shape == (4, 1) for a, c in zip(loaded, batches))
+    assert loaded[0]["flag"].dtype == torch.bool and loaded[0]["name"] == ["r0", "r1", "r2", "r3"]
     # DataLoader's default batch_size=1 stacks one batch: scalar columns (1, B), as Snowflake's example expects
     default = next(iter(DataLoader(conn.to_torch_dataset(batch_size=4))))
+    assert isinstance(default["id"], torch.Tensor)
     assert default["id"].shape == (1, 4) and default["id"].T.shape == (4, 1)
     assert torch.cat([default[c].T for c in ("id", "x")], dim=1).shape == (4, 2)
 
@@ -430,9 +434,11 @@ def test_torch_dataset_single_rows(frame):
     conn = DataConnector.from_dataframe(frame)
     rows = list(conn.to_torch_dataset())
     assert len(rows) == 10
-    assert rows[3]["id"].shape == (1,) and int(rows[3]["id"]) == 3 and rows[3]["name"] == "r3"
+    assert isinstance(rows[3]["id"], np.ndarray)
+    assert rows[3]["id"].shape == (1,) and int(rows[3]["id"][0]) == 3 and rows[3]["name"] == "r3"
     stacked = list(DataLoader(conn.to_torch_dataset(), batch_size=4))
     assert stacked[0]["id"].shape == (4, 1) and stacked[0]["x"].shape == (4, 1)
+    assert isinstance(stacked[0]["id"], torch.Tensor) and stacked[0]["id"][:, 0].tolist() == [0, 1, 2, 3]
     assert [len(s["id"]) for s in stacked] == [4, 4, 2]
 
 
@@ -440,7 +446,9 @@ def test_torch_dataset_fixed_size_list_column():
     table = pa.table({"v": pa.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], type=pa.list_(pa.float32(), 2)),
                       "y": [1, 2, 3]})
     batch = next(iter(DataConnector.from_dataframe(table).to_torch_dataset(batch_size=3)))
-    assert batch["v"].shape == (3, 2) and batch["v"].dtype == torch.float32 and batch["y"].shape == (3, 1)
+    assert batch["v"].shape == (3, 2) and batch["v"].dtype == np.float32 and batch["y"].shape == (3, 1)
+    loaded = next(iter(DataLoader(DataConnector.from_dataframe(table).to_torch_dataset(batch_size=3))))
+    assert loaded["v"].shape == (1, 3, 2) and loaded["v"].dtype == torch.float32  # a loader batch of one
 
 
 def test_torch_dataset_shuffle_is_seeded_per_epoch(frame):

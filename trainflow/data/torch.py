@@ -1,8 +1,10 @@
 """`DataConnector.to_torch_dataset()`: a connector's rows as a PyTorch IterableDataset of dicts.
 
-Shapes (the contract, same as Snowflake's):
+Types and shapes (the contract, same as Snowflake's):
 
-* `batch_size=B`: each item is a batch ``{column: tensor}``; a scalar (1-D) column is ``(B, 1)``, a
+* Iterated directly, values are NumPy arrays, as Snowflake's dataset yields; through a ``DataLoader``
+  they are tensors (the loader converts them), with the shapes below.
+* `batch_size=B`: each item is a batch ``{column: array}``; a scalar (1-D) column is ``(B, 1)``, a
   fixed-size list column, or a list column whose lists in the batch all have length k, ``(B, k)``;
   other columns (strings, ragged lists) a Python list of B values.
   Iterate it directly or with ``DataLoader(ds, batch_size=None)`` to get exactly these batches.
@@ -15,7 +17,7 @@ Shapes (the contract, same as Snowflake's):
   `default_collate_fn_map`, registered for this module's batch type only.
 
 Rows are read as Arrow record batches from the connector (only the columns needed) and converted to
-tensors without a pandas round trip. `shuffle=True` visits the data in a seeded random order: the
+arrays without a pandas round trip. `shuffle=True` visits the data in a seeded random order: the
 connector is cut into windows (at most `SHUFFLE_WINDOW_ROWS` rows), the windows are visited in a random
 order and rows are permuted inside each window (a full permutation when the data fits one window).
 Each pass over the dataset (epoch) uses a new order derived from the seed, so runs are reproducible.
@@ -41,7 +43,7 @@ ROW_MODE_CHUNK = 4096  # rows converted at once when yielding single rows
 
 
 class TorchBatch(dict):
-    """One batch from a TorchDataset: a plain dict of column → tensor (or list) with one extra fact,
+    """One batch from a TorchDataset: a plain dict of column → array (or list) with one extra fact,
     which columns were scalar (expanded from ``(B,)`` to ``(B, 1)``), so a DataLoader that stacks
     batches can stack those as ``(k, B)``."""
 
@@ -59,9 +61,10 @@ def _collate_torch_batches(batch: list[TorchBatch], *, collate_fn_map=None) -> d
     out: dict[str, Any] = {}
     for key in first:
         values = [b[key] for b in batch]
-        if not isinstance(values[0], torch.Tensor):
+        if not isinstance(values[0], (np.ndarray, torch.Tensor)):
             out[key] = values
             continue
+        values = [torch.as_tensor(v) for v in values]
         if key in first.scalar_columns:
             values = [v.reshape(-1) for v in values]
         sizes = {tuple(v.shape) for v in values}
@@ -114,7 +117,7 @@ class TorchDataset(IterableDataset):
         for i, table in enumerate(chunks):
             if i % parts != part:  # DataLoader workers take turns, so no row is seen twice
                 continue
-            batch = _to_tensors(table)
+            batch = _to_arrays(table)
             if self.batch_size is not None:
                 yield batch
             else:
@@ -175,19 +178,20 @@ def _exact_chunks(tables: Iterator[pa.Table], size: int, drop_last: bool) -> Ite
         yield pa.concat_tables(pending) if len(pending) > 1 else pending[0]
 
 
-def _to_tensors(table: pa.Table) -> TorchBatch:
+def _to_arrays(table: pa.Table) -> TorchBatch:
     out: dict[str, Any] = {}
     scalar = set()
     for name, column in zip(table.column_names, table.columns):
-        value, is_scalar = _column_to_torch(column.combine_chunks(), name)
+        value, is_scalar = _column_to_numpy(column.combine_chunks(), name)
         out[name] = value
         if is_scalar:
             scalar.add(name)
     return TorchBatch(out, frozenset(scalar))
 
 
-def _column_to_torch(col: pa.Array, name: str) -> tuple[Any, bool]:
-    """(tensor or list, whether it is a scalar column expanded to (B, 1))."""
+def _column_to_numpy(col: pa.Array, name: str) -> tuple[Any, bool]:
+    """(array or list, whether it is a scalar column expanded to (B, 1)). Arrays are writable copies:
+    torch refuses to wrap a read-only array without a warning."""
     type_ = col.type
     if pat.is_dictionary(type_):
         col = col.dictionary_decode()
@@ -196,7 +200,7 @@ def _column_to_torch(col: pa.Array, name: str) -> tuple[Any, bool]:
         if col.null_count:  # nulls become NaN, as in the boosting trainers
             col = col.cast(pa.float64() if not pat.is_float32(type_) else pa.float32())
         arr = col.to_numpy(zero_copy_only=False)
-        return torch.from_numpy(np.array(arr, copy=True).reshape(-1, 1)), True
+        return np.array(arr, copy=True).reshape(-1, 1), True
     if (pat.is_list(type_) or pat.is_large_list(type_)) and _numeric(type_.value_type) and not col.null_count:
         import pyarrow.compute as pc
 
@@ -212,9 +216,9 @@ def _column_to_torch(col: pa.Array, name: str) -> tuple[Any, bool]:
         if flat.null_count:
             flat = flat.cast(pa.float64())
         arr = flat.to_numpy(zero_copy_only=False).reshape(len(col), width)
-        return torch.from_numpy(np.array(arr, copy=True)), False
+        return np.array(arr, copy=True), False
     if pat.is_decimal(type_):
-        return torch.from_numpy(col.cast(pa.float64()).to_numpy(zero_copy_only=False).copy().reshape(-1, 1)), True
+        return col.cast(pa.float64()).to_numpy(zero_copy_only=False).copy().reshape(-1, 1), True
     return col.to_pylist(), False
 
 

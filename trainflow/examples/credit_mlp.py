@@ -70,8 +70,9 @@ def _parse_cols(value: str | None, default: list[str]) -> list[str]:
 
 
 def _features_label(batch: dict, input_cols: list[str], label_col: str) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.cat([batch[c] for c in input_cols], dim=1).float()  # each (B, 1) → (B, n_features)
-    y = batch[label_col].reshape(-1)
+    # NumPy arrays when the dataset is iterated directly, tensors through a DataLoader
+    x = torch.cat([torch.as_tensor(batch[c]) for c in input_cols], dim=1).float()  # (B, 1) each → (B, n)
+    y = torch.as_tensor(batch[label_col]).reshape(-1)
     return x, y
 
 
@@ -81,7 +82,7 @@ def _moments(shard, input_cols: list[str], device) -> tuple[torch.Tensor, torch.
     s = torch.zeros(len(input_cols), dtype=torch.float64)
     ss = torch.zeros(len(input_cols), dtype=torch.float64)
     for batch in shard.to_torch_dataset(batch_size=8192, drop_last_batch=False, columns=input_cols):
-        x = torch.cat([batch[c] for c in input_cols], dim=1).double()
+        x = torch.cat([torch.as_tensor(batch[c]) for c in input_cols], dim=1).double()
         n += x.shape[0]
         s += x.sum(0)
         ss += (x * x).sum(0)
@@ -127,7 +128,7 @@ def train_func() -> None:
     if task == "multiclass":
         top = torch.tensor([-1.0], dtype=torch.float64, device=device)
         for batch in train.to_torch_dataset(batch_size=8192, drop_last_batch=False, columns=[label_col]):
-            top = torch.maximum(top, batch[label_col].double().max().reshape(1))
+            top = torch.maximum(top, torch.as_tensor(batch[label_col]).double().max().reshape(1))
         dist.all_reduce(top, op=dist.ReduceOp.MAX)
         n_outputs = int(top.item()) + 1
 
