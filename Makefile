@@ -34,8 +34,12 @@ score: warehouse
 serve: warehouse
 	$(BIN)/trainflow serve
 
+# Two pytest workers, each with its own session Ray, Prefect server and TRAINFLOW_HOME: most of a test's
+# time is spent waiting for processes to start, so two share two cores well. A file stays on one worker
+# (its module fixtures are made once). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # Multi-node clusters and long worker-kill tests (CI runs them after `make test`).
 test-slow: install
