@@ -170,5 +170,7 @@ def test_run_shows_a_trainflow_error_as_its_message_and_shares_one_server(tmp_pa
     info = json.loads(subprocess.run([TRAINFLOW, "server", "status", "--json"], capture_output=True,
                                      text=True, env=env, timeout=60).stdout)
     assert info["pid"] == pids[0] and info["keep"] is True and "server stop" in info["policy"]
-    assert subprocess.run([TRAINFLOW, "server", "stop"], capture_output=True, text=True, env=env,
-                          timeout=60).stdout.strip() == "stopped"
+    stopped = subprocess.run([TRAINFLOW, "server", "stop"], capture_output=True, text=True, env=env, timeout=60)
+    log = Path(trainflow_home) / "prefect-server.log"  # seen once under 3 test workers: say why if it recurs
+    assert stopped.stdout.strip() == "stopped", (stopped.stdout, stopped.stderr, info,
+                                                 log.read_text()[-3000:] if log.exists() else "no log")
