@@ -59,7 +59,7 @@ def test_a_ray_client_connection_whose_server_dies_at_start_is_made_again(monkey
     The fork race cannot be caused on demand, so ray.init answers as the proxy does when it happens."""
     import ray
 
-    import trainflow.cluster as cluster
+    from trainflow import cluster
 
     died = ConnectionAbortedError("Initialization failure from server:\nTraceback ...\nRuntimeError: Starting "
                                   "Ray client server failed. See ray_client_server_23000.err for detailed logs.")

@@ -416,7 +416,7 @@ def test_a_fit_survives_losing_a_whole_node_and_resumes_on_another(tmp_path):
     out = tmp_path / "node-loss.json"
     env = dict(os.environ, RAY_TMPDIR=tempfile.mkdtemp(prefix="tfray-"))
     env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([sys.executable, "-c", NODE_LOSS, str(out)], env=env, timeout=1200, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", NODE_LOSS, str(out)], env=env, timeout=1200, cwd=ROOT, check=False,
                           capture_output=True, text=True)
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-6000:])  # shown in CI's summary
     results = json.loads(out.read_text())
