@@ -450,7 +450,7 @@ class _LightGBMAdapter(BoostingAdapter):
 
             # Losing a worker node must not take the exchange along, or every restart fails on it.
             # Found when a whole-node loss took rank 0 and this actor together (gave up after 3 restarts).
-            actor = _rendezvous_cls().options(num_cpus=0, **on_head_node()).remote(placement.num_workers)
+            actor = _rendezvous_cls().options(**on_head_node()).remote(placement.num_workers)
             return _Exchange(actor, task_timeout_s())  # the timeout decided here, the same on every worker
         return None
 
